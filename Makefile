@@ -1,0 +1,46 @@
+# fleet-webhook front door. `make test` is the one command CI runs (.ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TOOLS_BIN := .cache/tools/bin
+
+.PHONY: test unit integration chart lint tools cluster run bench schema clean help
+
+help:
+	@echo "make test      set up everything and run ruff, mypy and every test suite (what CI runs)"
+	@echo "make tools     build etcd, kube-apiserver and helm into .cache/tools (first run ~10 min)"
+	@echo "make cluster   start a local kube-apiserver + etcd in the foreground (Ctrl-C stops it)"
+	@echo "make run       local demo: control plane, sample GitRepos, fleet-webhook serve, curl to try"
+	@echo "make bench     run the benchmarks, print a table, write bench/results.json"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade 'pip>=24' 
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+tools: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/etcd $(TOOLS_BIN)/helm
+
+$(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/etcd $(TOOLS_BIN)/helm: tools/build-tools.sh tools/etcd/go.mod tools/kube-apiserver/go.mod
+	tools/build-tools.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict controller
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q tests/unit
+
+test: $(STAMP) tools lint
+	FLEET_WEBHOOK_REQUIRE_TOOLS=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+cluster: $(STAMP) tools
+	$(PY) -m tools.controlplane --crds tests/fixtures/crds
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

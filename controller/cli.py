@@ -1,0 +1,116 @@
+"""Command line: `fleet-webhook serve | check-config`.
+
+Flags of `serve` are generated from the Settings model, so every setting has exactly one flag and
+one environment variable (FLEET_WEBHOOK_<NAME>), documented in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import enum
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller import __version__
+from controller.config import ConfigError, load_file
+from controller.settings import ENV_PREFIX, Settings
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = ENV_PREFIX + name.upper()
+        default = field.default.value if isinstance(field.default, enum.Enum) else field.default
+        help_text = f"{field.description} [env {env}; default {default!r}]"
+        choices = None
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+            choices = [m.value for m in annotation]
+        parser.add_argument(flag, dest=name, default=None, choices=choices, help=help_text, metavar=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render --help in the docs)."""
+    parser = argparse.ArgumentParser(
+        prog="fleet-webhook",
+        description="Receives git provider webhooks and records the pushed commit on Fleet GitRepos.",
+    )
+    parser.add_argument("--version", action="version", version=f"fleet-webhook {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the webhook receiver",
+        description="Run the webhook receiver. Every flag can also be set through its environment variable.",
+    )
+    _add_settings_flags(serve)
+    check = sub.add_parser(
+        "check-config",
+        help="validate config files (exit 1 listing every error)",
+        description="Validate config files: one summary line per valid file; file:line: path: message per error.",
+    )
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from flags (when given) over environment variables over defaults."""
+    given: dict[str, Any] = {
+        name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None
+    }
+    return Settings(**given)
+
+
+def check_config(files: Sequence[Path]) -> int:
+    """Validate each file; print a summary or every problem. Exit code 0 only if all are valid."""
+    status = 0
+    for path in files:
+        try:
+            config = load_file(path)
+        except ConfigError as exc:
+            status = 1
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            continue
+        print(f"{path}: ok: {config.summary()}")
+    return status
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Start the receiver; configuration problems exit 2 with a clear message."""
+    from controller import logs
+    from controller.runtime import serve
+
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = ".".join(str(x) for x in error["loc"])
+            print(
+                f"invalid setting {loc} (flag --{loc.replace('_', '-')}, env {ENV_PREFIX}{loc.upper()}): "
+                f"{error['msg']}",
+                file=sys.stderr,
+            )
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        return asyncio.run(serve(settings))
+    except ConfigError as exc:
+        print(f"config rejected:\n{exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fleet-webhook` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.files)
+    return run_serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

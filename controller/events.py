@@ -1,0 +1,77 @@
+"""Provider-neutral values that flow from a parsed webhook to the GitRepo update.
+
+Every provider module turns its own payload into one of these, so nothing after parsing
+needs to know which git host sent the request.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class RefKind(enum.StrEnum):
+    """What kind of git ref a push moved."""
+
+    BRANCH = "branch"
+    TAG = "tag"
+    OTHER = "other"
+
+
+ZERO_SHA = "0" * 40
+
+
+def split_ref(ref: str) -> tuple[RefKind, str]:
+    """Split `refs/heads/x` / `refs/tags/x` into kind and short name; bare names count as branches.
+
+    Fleet treats anything else as "no branch, no tag"; we keep it as OTHER so it never matches.
+    """
+    if ref.startswith("refs/heads/"):
+        return RefKind.BRANCH, ref[len("refs/heads/") :]
+    if ref.startswith("refs/tags/"):
+        return RefKind.TAG, ref[len("refs/tags/") :]
+    if ref and not ref.startswith("refs/"):
+        return RefKind.BRANCH, ref
+    return RefKind.OTHER, ref
+
+
+@dataclass(frozen=True, slots=True)
+class PushEvent:
+    """One ref update, as the receiver understands it.
+
+    `repo_urls` holds every URL the payload names for the repository (web, clone, ssh); matching
+    normalizes each of them. `before` is the previous commit when the payload says so; it lets us
+    tell the order of two deliveries for the same ref (see records.py).
+    """
+
+    provider: str
+    delivery_id: str | None
+    repo_urls: tuple[str, ...]
+    ref_kind: RefKind
+    ref_name: str
+    commit: str
+    before: str | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A verified "hook is set up" delivery: answered 200, never matched or written."""
+
+    provider: str
+    delivery_id: str | None
+    repo_urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A verified delivery of an event kind we do not act on (pull requests, issues, ...)."""
+
+    provider: str
+    delivery_id: str | None
+    event: str
+    reason: str
+    repo_urls: tuple[str, ...] = ()
+
+
+Parsed = PushEvent | Ping | Ignored

@@ -1,0 +1,336 @@
+"""The only module that talks to the Kubernetes API.
+
+The official client is blocking, so every call here runs in a thread pool (`Kube.call`), and the
+GitRepo watch runs in its own thread, handing events to the event loop with
+`call_soon_threadsafe`. Nothing in this module blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client as k8s
+import kubernetes.config as k8s_config
+import urllib3.exceptions
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch import Watch
+
+GROUP = "fleet.cattle.io"
+VERSION = "v1alpha1"
+PLURAL = "gitrepos"
+KIND = "GitRepo"
+COMPONENT = "fleet-webhook"
+
+log = logging.getLogger("fleet_webhook.kube")
+
+
+class ApiUnavailable(Exception):
+    """The API server could not be reached or kept failing: the caller answers 503."""
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): re-read and decide again."""
+
+
+class NotFound(Exception):
+    """The object does not exist (any more)."""
+
+
+class Forbidden(Exception):
+    """RBAC refused the call: a configuration problem, reported clearly, not retried."""
+
+
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """Map client exceptions to the few outcomes callers distinguish."""
+    if isinstance(exc, ApiException):
+        if exc.status == 404:
+            return NotFound(str(exc.reason))
+        if exc.status == 409:
+            return Conflict(str(exc.reason))
+        if exc.status in (401, 403):
+            return Forbidden(f"{exc.status} {exc.reason}")
+        return ApiUnavailable(f"API error {exc.status} {exc.reason}")
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError | TimeoutError):
+        return ApiUnavailable(f"API unreachable: {type(exc).__name__}")
+    return exc
+
+
+def now_rfc3339() -> str:
+    """UTC time as Kubernetes writes it (second precision, Z suffix)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_api_client(kubeconfig: Path | None) -> k8s.ApiClient:
+    """An ApiClient from an explicit kubeconfig, else in-cluster, else the default kubeconfig."""
+    if kubeconfig is not None:
+        client: k8s.ApiClient = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+        return client
+    try:
+        configuration = k8s.Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)
+        return k8s.ApiClient(configuration)
+    except k8s_config.ConfigException:
+        fallback: k8s.ApiClient = k8s_config.new_client_from_config()
+        return fallback
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change seen by the GitRepo watch: ADDED / MODIFIED / DELETED with the object."""
+
+    type: str
+    obj: dict[str, Any]
+
+
+class Kube:
+    """Blocking API calls, run off the event loop in a small thread pool."""
+
+    def __init__(self, api_client: k8s.ApiClient, *, workers: int = 16, request_timeout: float = 10.0) -> None:
+        self.api_client = api_client
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+        self.request_timeout = request_timeout
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    def close(self) -> None:
+        """Stop the thread pool and the client's connection pool."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self.api_client.close()
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one blocking client call in the pool, translating its errors."""
+        loop = asyncio.get_running_loop()
+        kwargs.setdefault("_request_timeout", self.request_timeout)
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except (ApiException, urllib3.exceptions.HTTPError, OSError, TimeoutError) as exc:
+            raise _translate(exc) from None
+
+    # --- GitRepos ---------------------------------------------------------------------------
+
+    async def get_gitrepo(self, namespace: str, name: str) -> dict[str, Any]:
+        """The current GitRepo object."""
+        obj: dict[str, Any] = await self.call(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+        )
+        return obj
+
+    async def patch_gitrepo_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        """JSON-merge-patch the status subresource; with a resourceVersion the write is conditional."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        obj: dict[str, Any] = await self.call(
+            self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, body
+        )
+        return obj
+
+    async def patch_gitrepo(
+        self, namespace: str, name: str, patch: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        """JSON-merge-patch the GitRepo itself (spec, annotations); conditional with a resourceVersion."""
+        body = dict(patch)
+        if resource_version:
+            meta = dict(body.get("metadata", {}))
+            meta["resourceVersion"] = resource_version
+            body["metadata"] = meta
+        obj: dict[str, Any] = await self.call(
+            self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, body
+        )
+        return obj
+
+    async def create_event(self, gitrepo: Mapping[str, str], reason: str, message: str, kind: str = "Normal") -> None:
+        """Record a core/v1 Event on a GitRepo (best effort: failures are logged, never raised)."""
+        stamp = datetime.now(UTC)
+        event = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(generate_name=f"{gitrepo['name']}.", namespace=gitrepo["namespace"]),
+            involved_object=k8s.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind=KIND,
+                name=gitrepo["name"],
+                namespace=gitrepo["namespace"],
+                uid=gitrepo.get("uid") or None,
+                resource_version=gitrepo.get("resourceVersion") or None,
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=kind,
+            first_timestamp=stamp,
+            last_timestamp=stamp,
+            count=1,
+            source=k8s.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=COMPONENT,
+        )
+        try:
+            await self.call(self.core.create_namespaced_event, gitrepo["namespace"], event)
+        except Exception as exc:  # an Event is a courtesy; never fail a delivery over it
+            log.warning(
+                "event not recorded", extra={"gitrepo": f"{gitrepo['namespace']}/{gitrepo['name']}", "error": str(exc)}
+            )
+
+    # --- Secrets ----------------------------------------------------------------------------
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's data, decoded; None when it does not exist."""
+        try:
+            secret = await self.call(self.core.read_namespaced_secret, name, namespace)
+        except NotFound:
+            return None
+        data: dict[str, bytes] = {}
+        for key, value in (secret.data or {}).items():
+            with contextlib.suppress(ValueError, TypeError):
+                data[key] = base64.b64decode(value)
+        return data
+
+    # --- Watch ------------------------------------------------------------------------------
+
+    def list_gitrepos(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
+        """Blocking full list (in the watch thread): objects and the list's resourceVersion."""
+        if namespace:
+            result = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _request_timeout=60)
+        else:
+            result = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=60)
+        items = result.get("items", []) if isinstance(result, dict) else []
+        rv = result.get("metadata", {}).get("resourceVersion", "") if isinstance(result, dict) else ""
+        for item in items:
+            item.setdefault("kind", KIND)
+        return items, rv
+
+
+class GitRepoWatcher:
+    """List then watch GitRepos in one namespace (or all) in a thread; events go to the loop.
+
+    Protocol towards `on_list`/`on_event` (both called on the loop thread):
+    - `on_list(namespace, objects)` after every full list (start, after 410 Gone, after an outage);
+    - `on_event(WatchEvent)` for each change in between.
+    The watch resumes from the last resourceVersion seen and re-lists when it expired.
+    """
+
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str | None,
+        loop: asyncio.AbstractEventLoop,
+        on_list: Callable[[str | None, list[dict[str, Any]]], None],
+        on_event: Callable[[WatchEvent], None],
+        on_error: Callable[[str], None] | None = None,
+        watch_timeout: int = 300,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.loop = loop
+        self.on_list = on_list
+        self.on_event = on_event
+        self.on_error = on_error or (lambda _msg: None)
+        self.watch_timeout = watch_timeout
+        self._stop = threading.Event()
+        self._watch: Watch | None = None
+        self._thread = threading.Thread(target=self._run, name=f"watch-{namespace or 'all'}", daemon=True)
+
+    def start(self) -> None:
+        """Start the watch thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to stop; the current watch request is closed."""
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the thread to end."""
+        self._thread.join(timeout)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        if not self._stop.is_set() and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(fn, *args)
+
+    def _run(self) -> None:
+        backoff = 0.2
+        resource_version = ""
+        while not self._stop.is_set():
+            try:
+                if not resource_version:
+                    items, resource_version = self.kube.list_gitrepos(self.namespace)
+                    self._post(self.on_list, self.namespace, items)
+                    backoff = 0.2
+                resource_version = self._watch_from(resource_version)
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info("watch expired; re-listing", extra={"namespace": self.namespace or "*"})
+                    resource_version = ""
+                    continue
+                self._failed(f"API error {exc.status} {exc.reason}")
+                resource_version = ""
+            except Exception as exc:  # network errors, timeouts, decoding: re-list after a pause
+                if self._stop.is_set():
+                    break
+                self._failed(f"{type(exc).__name__}: {exc}")
+                resource_version = ""
+            if resource_version == "":
+                self._stop.wait(backoff + random.uniform(0, backoff / 2))
+                backoff = min(backoff * 2, 5.0)
+
+    def _failed(self, message: str) -> None:
+        log.warning("gitrepo watch failed; will re-list", extra={"namespace": self.namespace or "*", "error": message})
+        self._post(self.on_error, message)
+
+    def _watch_from(self, resource_version: str) -> str:
+        """Stream events until the server ends the watch; returns the resourceVersion to resume from."""
+        self._watch = Watch()
+        if self.namespace:
+            fn: Callable[..., Any] = self.kube.custom.list_namespaced_custom_object
+            args: tuple[Any, ...] = (GROUP, VERSION, self.namespace, PLURAL)
+        else:
+            fn = self.kube.custom.list_cluster_custom_object
+            args = (GROUP, VERSION, PLURAL)
+        started = time.monotonic()
+        for raw in self._watch.stream(
+            fn,
+            *args,
+            resource_version=resource_version,
+            timeout_seconds=self.watch_timeout,
+            allow_watch_bookmarks=True,
+            _request_timeout=self.watch_timeout + 30,
+        ):
+            if self._stop.is_set():
+                break
+            kind = raw.get("type")
+            obj = raw.get("object")
+            if kind == "ERROR":
+                code = obj.get("code") if isinstance(obj, dict) else None
+                if code == 410:
+                    raise ApiException(status=410, reason="Gone")
+                raise ApiException(status=code or 500, reason=str(obj))
+            if not isinstance(obj, dict):
+                continue
+            rv = obj.get("metadata", {}).get("resourceVersion")
+            if rv:
+                resource_version = rv
+            if kind == "BOOKMARK":
+                continue
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                self._post(self.on_event, WatchEvent(kind, obj))
+        if time.monotonic() - started < 1 and not self._stop.is_set():
+            self._stop.wait(0.5)  # a watch that ends at once must not spin
+        return resource_version

@@ -1,0 +1,376 @@
+"""The one interface every git provider implements, plus the sans-I/O helpers they share.
+
+Nothing here knows about HTTP servers or Kubernetes: a provider gets a `WebhookRequest` (method,
+lower-cased headers, raw body) and answers three questions: is this mine (`detect`), is it
+authentic (`verify`), and what does it say (`parse`). That keeps every provider testable with
+recorded deliveries and nothing else.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import hashlib
+import hmac
+import json
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from controller.events import Parsed, PushEvent
+
+JSON_MEDIA_TYPES = frozenset({"application/json", "text/json"})
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+MAX_JSON_DEPTH = 64
+
+
+class PayloadError(ValueError):
+    """The body cannot be understood: malformed JSON, missing or mistyped fields (HTTP 400)."""
+
+
+class UnsupportedMediaType(ValueError):
+    """The Content-Type is not one this provider sends (HTTP 415)."""
+
+
+class Verdict(enum.StrEnum):
+    """Outcome of checking a request's credentials against the configured secrets."""
+
+    OK = "ok"
+    MISSING = "missing"  # the request carries no signature/token/credentials header
+    MISMATCH = "mismatch"  # it carries one, but no configured secret produces it
+
+
+# One credential set, keyed by secret key name (e.g. {"github": b"..."} or
+# {"azure-username": b"u", "azure-password": b"p"}). Several may be valid at once (rotation).
+Credential = Mapping[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """A received delivery, reduced to what providers need. Header names are lower-case."""
+
+    method: str
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str:
+        """The header's value, or "" when absent (names are matched case-insensitively)."""
+        return self.headers.get(name.lower(), "")
+
+    @property
+    def media_type(self) -> str:
+        """The Content-Type without parameters such as `; charset=utf-8`, lower-cased."""
+        return self.header("content-type").split(";", 1)[0].strip().lower()
+
+
+class Provider(abc.ABC):
+    """A git host's webhook dialect.
+
+    `name` is the provider's key in the config and in metrics; `secret_keys` are the keys it reads
+    from a secret source (Fleet's names: `github`, `gitlab`, `bitbucket`, `bitbucket-server`, `gogs`,
+    `azure-username` + `azure-password`; plus `gitea` and `generic`).
+    """
+
+    name: ClassVar[str]
+    secret_keys: ClassVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    def detect(self, request: WebhookRequest) -> bool:
+        """Whether the request's headers say it comes from this provider."""
+
+    @abc.abstractmethod
+    def delivery_id(self, request: WebhookRequest) -> str | None:
+        """The provider's unique id of this delivery (kept on redelivery), if it sends one."""
+
+    @abc.abstractmethod
+    def verify(self, request: WebhookRequest, credentials: Sequence[Credential]) -> Verdict:
+        """Check the request against every credential set; OK if any one matches (constant time)."""
+
+    @abc.abstractmethod
+    def parse(self, request: WebhookRequest) -> Parsed:
+        """Turn the body into a provider-neutral event. Raises PayloadError / UnsupportedMediaType."""
+
+    def parse_all(self, request: WebhookRequest) -> tuple[Parsed, ...]:
+        """Every event in the delivery, one per ref change; what the receiver acts on.
+
+        Most hosts send one ref per delivery, so the default is `(self.parse(request),)`. Bitbucket
+        Cloud, Bitbucket Server and Azure DevOps batch several ref changes and override this.
+        """
+        return (self.parse(request),)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers. They never raise anything but PayloadError/UnsupportedMediaType on bad input.
+
+
+def hmac_hex(secret: bytes, message: bytes, algorithm: str = "sha256") -> str:
+    """Lower-case hex HMAC of `message`."""
+    return hmac.new(secret, message, getattr(hashlib, algorithm)).hexdigest()
+
+
+def signature_matches(signature: str, message: bytes, secrets: Sequence[bytes], algorithm: str = "sha256") -> bool:
+    """Constant-time check of a hex signature against the HMAC under each secret.
+
+    Every secret is tried (no early exit) so timing does not reveal which one matched.
+    """
+    given = signature.strip().lower().encode("ascii", "replace")
+    matched = False
+    for secret in secrets:
+        expected = hmac_hex(secret, message, algorithm).encode("ascii")
+        matched |= hmac.compare_digest(expected, given)
+    return matched
+
+
+def token_matches(token: str, secrets: Sequence[bytes]) -> bool:
+    """Constant-time comparison of a plain shared token with each configured secret."""
+    given = token.encode("utf-8", "replace")
+    matched = False
+    for secret in secrets:
+        # Compare digests so lengths never leak either.
+        matched |= hmac.compare_digest(hashlib.sha256(secret).digest(), hashlib.sha256(given).digest())
+    return matched
+
+
+def values_for(credentials: Sequence[Credential], key: str) -> list[bytes]:
+    """The non-empty values stored under `key` in each credential set (empty values never verify)."""
+    return [c[key] for c in credentials if c.get(key)]
+
+
+def strip_prefix(value: str, prefix: str) -> str | None:
+    """`value` without `prefix` (case-insensitive), or None when the prefix is absent."""
+    if value[: len(prefix)].lower() == prefix.lower():
+        return value[len(prefix) :]
+    return None
+
+
+def _check_depth(document: Any) -> None:
+    """Reject absurdly nested JSON before anything walks it."""
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise PayloadError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def loads_json(raw: bytes | str) -> Any:
+    """Parse JSON strictly (valid UTF-8, no NaN), raising PayloadError with a short reason."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        document = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise PayloadError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}") from None
+    _check_depth(document)
+    return document
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def form_payload(body: bytes) -> str:
+    """The `payload` field of an `application/x-www-form-urlencoded` body (GitHub, Gitea, Gogs)."""
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise PayloadError("form body is not valid URL-encoded ASCII") from None
+    try:
+        fields = urllib.parse.parse_qs(text, keep_blank_values=True, strict_parsing=False, max_num_fields=64)
+    except ValueError as exc:
+        raise PayloadError(f"form body cannot be parsed: {exc}") from None
+    values = fields.get("payload")
+    if not values:
+        raise PayloadError("form body has no 'payload' field")
+    return values[0]
+
+
+def json_document(request: WebhookRequest, *, allow_form: bool) -> Any:
+    """The JSON document of a delivery, accepting a form-encoded `payload=` where the provider may send it."""
+    media = request.media_type
+    if media in JSON_MEDIA_TYPES or media == "" or media.endswith("+json"):
+        return loads_json(request.body)
+    if allow_form and media == FORM_MEDIA_TYPE:
+        return loads_json(form_payload(request.body))
+    raise UnsupportedMediaType(f"Content-Type {media!r} is not supported; send application/json")
+
+
+def dig(document: Any, *path: str | int) -> Any:
+    """Walk dicts/lists safely: any missing key, wrong type or out-of-range index yields None."""
+    node = document
+    for step in path:
+        if isinstance(step, int):
+            if not isinstance(node, list) or not -len(node) <= step < len(node):
+                return None
+            node = node[step]
+        else:
+            if not isinstance(node, dict):
+                return None
+            node = node.get(step)
+    return node
+
+
+def text(document: Any, *path: str | int) -> str:
+    """A string field, or "" when it is missing or not a string."""
+    value = dig(document, *path)
+    return value if isinstance(value, str) else ""
+
+
+def texts(*values: str) -> tuple[str, ...]:
+    """The non-empty, distinct strings among `values`, in order."""
+    return tuple(dict.fromkeys(v for v in values if v))
+
+
+def require_object(document: Any, what: str = "body") -> dict[str, Any]:
+    """The document as a JSON object, or PayloadError naming what was expected."""
+    if not isinstance(document, dict):
+        raise PayloadError(f"{what} must be a JSON object, got {type(document).__name__}")
+    return document
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the provider modules (verdicts from signature headers, typed field access).
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def hex_signature_verdict(
+    header_value: str,
+    message: bytes,
+    secrets: Sequence[bytes],
+    *,
+    prefix: str = "",
+    algorithm: str = "sha256",
+) -> Verdict:
+    """Verdict for a hex HMAC carried in one header, optionally behind a required prefix like `sha256=`.
+
+    No header is MISSING; a header without the prefix, no usable secret, or no secret producing the
+    digest is MISMATCH. Odd values (short, non-hex, non-ASCII) are simply mismatches.
+    """
+    value = header_value.strip()
+    if not value:
+        return Verdict.MISSING
+    digest = strip_prefix(value, prefix) if prefix else value
+    if digest is None or not secrets:
+        return Verdict.MISMATCH
+    return Verdict.OK if signature_matches(digest, message, secrets, algorithm) else Verdict.MISMATCH
+
+
+def field_name(path: Sequence[str | int]) -> str:
+    """A JSON path as users read it: `push.changes[0].new.target.hash`."""
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+    return out or "body"
+
+
+def require_text(document: Any, *path: str | int) -> str:
+    """A non-empty string field, or PayloadError naming the field."""
+    value = dig(document, *path)
+    if value is None:
+        raise PayloadError(f"field '{field_name(path)}' is missing")
+    if not isinstance(value, str):
+        raise PayloadError(f"field '{field_name(path)}' must be a string, got {_json_type(value)}")
+    if not value:
+        raise PayloadError(f"field '{field_name(path)}' must not be empty")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def is_sha(value: str) -> bool:
+    """Whether `value` is a full commit id: 40 (SHA-1) or 64 (SHA-256) lower-case hex digits."""
+    return len(value) in (40, 64) and set(value) <= _HEX_DIGITS
+
+
+def is_zero_sha(value: str | None) -> bool:
+    """Whether `value` is the all-zero id git hosts send for a created or deleted ref."""
+    return bool(value) and set(value or "") == {"0"}
+
+
+def require_sha(document: Any, *path: str | int) -> str:
+    """A full commit SHA (lower-cased), or PayloadError naming the field."""
+    value = require_text(document, *path).lower()
+    if not is_sha(value):
+        raise PayloadError(f"field '{field_name(path)}' must be a 40- or 64-digit hex commit SHA")
+    return value
+
+
+def optional_sha(document: Any, *path: str | int) -> str | None:
+    """A commit SHA when the field is present and not null; PayloadError when it is malformed."""
+    if dig(document, *path) is None:
+        return None
+    return require_sha(document, *path)
+
+
+def optional_bool(document: Any, *path: str | int) -> bool:
+    """A boolean field that defaults to False; PayloadError when it holds anything but a boolean."""
+    value = dig(document, *path)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise PayloadError(f"field '{field_name(path)}' must be a boolean, got {_json_type(value)}")
+    return value
+
+
+def require_list(document: Any, *path: str | int) -> list[Any]:
+    """A non-empty JSON array, or PayloadError naming the field."""
+    value = dig(document, *path)
+    if not isinstance(value, list):
+        what = "is missing" if value is None else f"must be an array, got {_json_type(value)}"
+        raise PayloadError(f"field '{field_name(path)}' {what}")
+    if not value:
+        raise PayloadError(f"field '{field_name(path)}' must not be empty")
+    return value
+
+
+def require_field_object(document: Any, *path: str | int) -> dict[str, Any]:
+    """A JSON object field, or PayloadError naming the field (null counts as missing)."""
+    value = dig(document, *path)
+    if value is None:
+        raise PayloadError(f"field '{field_name(path)}' is missing")
+    return require_object(value, f"field '{field_name(path)}'")
+
+
+def require_header(request: WebhookRequest, name: str) -> str:
+    """A header the provider always sends, or PayloadError naming it."""
+    value = request.header(name).strip()
+    if not value:
+        raise PayloadError(f"header {name} is missing")
+    return value
+
+
+def first_header(request: WebhookRequest, *names: str) -> str | None:
+    """The first non-empty value among `names`, or None."""
+    for name in names:
+        value = request.header(name).strip()
+        if value:
+            return value
+    return None
+
+
+def require_urls(urls: tuple[str, ...], field: str) -> tuple[str, ...]:
+    """`urls` when there is at least one, else PayloadError: a push we cannot match is a bad payload."""
+    if not urls:
+        raise PayloadError(f"field '{field}' names no repository URL")
+    return urls
+
+
+def first_live(parsed: tuple[Parsed, ...]) -> Parsed:
+    """What `parse` returns for a batch: the first event that is not a ref deletion, else the first."""
+    for item in parsed:
+        if not isinstance(item, PushEvent) or not item.deleted:
+            return item
+    return parsed[0]

@@ -1,0 +1,103 @@
+"""Bitbucket Server and Data Center webhooks.
+
+Headers read:
+  - `X-Event-Key` (detection, after Bitbucket Cloud has had its chance, and event name). Bitbucket
+    Server always sends `X-Request-Id` alongside it.
+  - `X-Request-Id` (delivery id).
+  - `X-Hub-Signature: sha256=<hex>`: HMAC-SHA256 of the raw body with the `bitbucket-server` secret.
+    The prefix is checked, never sliced off blindly.
+
+Content type: `application/json` only.
+
+Events:
+  - `diagnostics:ping` ("Test connection") -> Ping.
+  - `repo:refs_changed` -> one PushEvent per entry of `changes` (`parse_all`); `parse` returns the first
+    change that is not a deletion (or the first when all are deletions):
+      repo_urls   every `repository.links.clone[].href` and `repository.links.self[].href`
+      ref         `changes[i].refId`, else `changes[i].ref.id`
+      commit      `changes[i].toHash`
+      before      `changes[i].fromHash`
+      deleted     `changes[i].type` is `DELETE`, or `toHash` is all zeros
+  - anything else (`pr:*`, `repo:modified`, `mirror:repo_synchronized`, ...) -> Ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from controller import events
+from controller.providers import base
+
+
+def repository_urls(document: Any) -> tuple[str, ...]:
+    urls: list[str] = []
+    for kind in ("clone", "self"):
+        links = base.dig(document, "repository", "links", kind)
+        if isinstance(links, list):
+            urls.extend(base.text(link, "href") for link in links)
+    return base.texts(*urls)
+
+
+class BitbucketServerProvider(base.Provider):
+    """Bitbucket Server / Data Center."""
+
+    name: ClassVar[str] = "bitbucket-server"
+    secret_keys: ClassVar[tuple[str, ...]] = ("bitbucket-server",)
+
+    def detect(self, request: base.WebhookRequest) -> bool:
+        return bool(request.header("x-event-key").strip())
+
+    def delivery_id(self, request: base.WebhookRequest) -> str | None:
+        return base.first_header(request, "x-request-id")
+
+    def verify(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
+        secrets = base.values_for(credentials, "bitbucket-server")
+        return base.hex_signature_verdict(request.header("x-hub-signature"), request.body, secrets, prefix="sha256=")
+
+    def parse(self, request: base.WebhookRequest) -> events.Parsed:
+        return base.first_live(self.parse_all(request))
+
+    def parse_all(self, request: base.WebhookRequest) -> tuple[events.Parsed, ...]:
+        event = base.require_header(request, "X-Event-Key")
+        delivery = self.delivery_id(request)
+        document = base.require_object(base.json_document(request, allow_form=False))
+        if event == "diagnostics:ping":
+            return (events.Ping(self.name, delivery, repository_urls(document)),)
+        if event != "repo:refs_changed":
+            return (
+                events.Ignored(
+                    self.name,
+                    delivery,
+                    event=event,
+                    reason="only repo:refs_changed moves a GitRepo",
+                    repo_urls=repository_urls(document),
+                ),
+            )
+        base.require_field_object(document, "repository")
+        urls = base.require_urls(repository_urls(document), "repository.links")
+        changes = base.require_list(document, "changes")
+        return tuple(self._change(delivery, urls, document, index) for index in range(len(changes)))
+
+    def _change(self, delivery: str | None, urls: tuple[str, ...], document: Any, index: int) -> events.PushEvent:
+        path: tuple[str | int, ...] = ("changes", index)
+        base.require_field_object(document, *path)
+        if base.dig(document, *path, "refId") is not None:
+            ref = base.require_text(document, *path, "refId")
+        else:
+            ref = base.require_text(document, *path, "ref", "id")
+        to_hash = base.require_sha(document, *path, "toHash")
+        change_type = base.dig(document, *path, "type")
+        if change_type is not None and not isinstance(change_type, str):
+            raise base.PayloadError(f"field '{base.field_name((*path, 'type'))}' must be a string")
+        kind, name = events.split_ref(ref)
+        return events.PushEvent(
+            provider=self.name,
+            delivery_id=delivery,
+            repo_urls=urls,
+            ref_kind=kind,
+            ref_name=name,
+            commit=to_hash,
+            before=base.optional_sha(document, *path, "fromHash"),
+            deleted=change_type == "DELETE" or base.is_zero_sha(to_hash),
+        )

@@ -1,0 +1,84 @@
+"""A small signed format for anything else: CI jobs, git `post-receive` hooks, self-written bridges.
+
+Headers read:
+  - Detection: `X-Fleet-Webhook-Signature` or `X-Fleet-Webhook-Event`.
+  - `X-Fleet-Webhook-Event`: `push` (the default when absent) or `ping`; other values are Ignored.
+  - `X-Fleet-Webhook-Delivery` (delivery id, optional; send the same value on a retry).
+  - `X-Fleet-Webhook-Signature: sha256=<hex>`: HMAC-SHA256 of the raw body with the `generic` secret.
+    The prefix is required.
+
+Content type: `application/json` only. Body of a push:
+
+    {"repository": "https://git.example.com/team/apps.git",     (or "repositories": ["...", "..."])
+     "ref": "refs/heads/main",                                 (a bare name counts as a branch)
+     "commit": "<40- or 64-digit hex SHA>",
+     "before": "<SHA>",                                        (optional)
+     "deleted": false}                                         (optional)
+
+Mapping: repo_urls = `repository` plus every `repositories[]` entry; ref = `ref`; commit = `commit`;
+before = `before`; deleted = `deleted` is true or `commit` is all zeros. A ping body may be `{}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from controller import events
+from controller.providers import base
+
+
+def repository_urls(document: dict[str, Any]) -> tuple[str, ...]:
+    """`repository` and `repositories[]`, type-checked (this format is ours, so be strict)."""
+    urls: list[str] = []
+    if document.get("repository") is not None:
+        urls.append(base.require_text(document, "repository"))
+    listed = document.get("repositories")
+    if listed is not None:
+        if not isinstance(listed, list):
+            raise base.PayloadError("field 'repositories' must be an array of strings")
+        urls.extend(base.require_text(document, "repositories", i) for i in range(len(listed)))
+    return base.texts(*urls)
+
+
+class GenericProvider(base.Provider):
+    """The fleet-webhook generic format."""
+
+    name: ClassVar[str] = "generic"
+    secret_keys: ClassVar[tuple[str, ...]] = ("generic",)
+
+    def detect(self, request: base.WebhookRequest) -> bool:
+        return base.first_header(request, "x-fleet-webhook-signature", "x-fleet-webhook-event") is not None
+
+    def delivery_id(self, request: base.WebhookRequest) -> str | None:
+        return base.first_header(request, "x-fleet-webhook-delivery")
+
+    def verify(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
+        secrets = base.values_for(credentials, "generic")
+        return base.hex_signature_verdict(
+            request.header("x-fleet-webhook-signature"), request.body, secrets, prefix="sha256="
+        )
+
+    def parse(self, request: base.WebhookRequest) -> events.Parsed:
+        event = base.first_header(request, "x-fleet-webhook-event") or "push"
+        delivery = self.delivery_id(request)
+        document = base.require_object(base.json_document(request, allow_form=False))
+        if event == "ping":
+            return events.Ping(self.name, delivery)
+        if event != "push":
+            return events.Ignored(self.name, delivery, event=event, reason="only push moves a GitRepo")
+        urls = repository_urls(document)
+        if not urls:
+            raise base.PayloadError("field 'repository' (or 'repositories') is missing")
+        kind, name = events.split_ref(base.require_text(document, "ref"))
+        commit = base.require_sha(document, "commit")
+        return events.PushEvent(
+            provider=self.name,
+            delivery_id=delivery,
+            repo_urls=urls,
+            ref_kind=kind,
+            ref_name=name,
+            commit=commit,
+            before=base.optional_sha(document, "before"),
+            deleted=base.optional_bool(document, "deleted") or base.is_zero_sha(commit),
+        )

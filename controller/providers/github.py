@@ -1,0 +1,103 @@
+"""GitHub and GitHub Enterprise Server webhooks.
+
+Headers read:
+  - `X-GitHub-Event` (detection and event name), `X-GitHub-Delivery` (delivery id, kept on redelivery).
+  - `X-Hub-Signature-256: sha256=<hex>`: HMAC-SHA256 of the raw request body with the `github` secret.
+    The `sha256=` prefix is required. The body is hashed as received, also for form-encoded deliveries.
+  - `X-Hub-Signature: sha1=<hex>` (legacy HMAC-SHA1) only when the provider is built with
+    `accept_sha1=True`; otherwise a request carrying only that header counts as unsigned (MISSING).
+
+Content types: `application/json` (any parameters) and `application/x-www-form-urlencoded` with the
+JSON in the `payload` field (GitHub Enterprise may force the latter, fleet#4463).
+
+Events:
+  - `ping` -> Ping (`repository` URLs when the hook belongs to a repository).
+  - `push` -> PushEvent:
+      repo_urls   `repository.html_url`, `.clone_url`, `.ssh_url`, `.git_url`
+      ref         `ref` (split into branch/tag)
+      commit      `after`
+      before      `before`
+      deleted     `deleted` is true, or `after` is all zeros
+  - anything else (`pull_request`, `create`, `delete`, ...) -> Ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from controller import events
+from controller.providers import base
+
+
+def repository_urls(document: Any, *path: str) -> tuple[str, ...]:
+    """Every URL a GitHub-style `repository` object names (also used by Gogs and Gitea)."""
+    return base.texts(
+        base.text(document, *path, "html_url"),
+        base.text(document, *path, "clone_url"),
+        base.text(document, *path, "ssh_url"),
+        base.text(document, *path, "git_url"),
+    )
+
+
+def parse_push(provider: str, delivery_id: str | None, document: Any) -> events.PushEvent:
+    """The `push` payload GitHub, Gogs and Gitea share: ref, before, after, repository URLs."""
+    body = base.require_object(document)
+    base.require_field_object(body, "repository")
+    urls = base.require_urls(repository_urls(body, "repository"), "repository")
+    ref = base.require_text(body, "ref")
+    after = base.require_sha(body, "after")
+    before = base.optional_sha(body, "before")
+    kind, name = events.split_ref(ref)
+    return events.PushEvent(
+        provider=provider,
+        delivery_id=delivery_id,
+        repo_urls=urls,
+        ref_kind=kind,
+        ref_name=name,
+        commit=after,
+        before=before,
+        deleted=base.optional_bool(body, "deleted") or base.is_zero_sha(after),
+    )
+
+
+class GitHubProvider(base.Provider):
+    """GitHub.com, GitHub Enterprise Cloud and Server."""
+
+    name: ClassVar[str] = "github"
+    secret_keys: ClassVar[tuple[str, ...]] = ("github",)
+
+    def __init__(self, *, accept_sha1: bool = False) -> None:
+        self.accept_sha1 = accept_sha1
+
+    def detect(self, request: base.WebhookRequest) -> bool:
+        return bool(request.header("x-github-event").strip())
+
+    def delivery_id(self, request: base.WebhookRequest) -> str | None:
+        return base.first_header(request, "x-github-delivery")
+
+    def verify(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
+        secrets = base.values_for(credentials, "github")
+        sha256 = request.header("x-hub-signature-256")
+        if sha256.strip() or not self.accept_sha1:
+            return base.hex_signature_verdict(sha256, request.body, secrets, prefix="sha256=")
+        return base.hex_signature_verdict(
+            request.header("x-hub-signature"), request.body, secrets, prefix="sha1=", algorithm="sha1"
+        )
+
+    def parse(self, request: base.WebhookRequest) -> events.Parsed:
+        event = base.require_header(request, "X-GitHub-Event")
+        delivery = self.delivery_id(request)
+        document = base.json_document(request, allow_form=True)
+        if event == "ping":
+            base.require_object(document)
+            return events.Ping(self.name, delivery, repository_urls(document, "repository"))
+        if event == "push":
+            return parse_push(self.name, delivery, document)
+        return events.Ignored(
+            self.name,
+            delivery,
+            event=event,
+            reason="only push events move a GitRepo",
+            repo_urls=repository_urls(document, "repository"),
+        )

@@ -1,0 +1,162 @@
+"""GitLab (gitlab.com and self-managed) project, group and system hooks.
+
+Headers read:
+  - `X-Gitlab-Event` (detection and event name).
+  - Delivery id: `Idempotency-Key` (GitLab 17.4+, the same on every retry of one event), else
+    `X-Gitlab-Webhook-UUID`, else `X-Gitlab-Event-UUID`.
+  - `X-Gitlab-Token`: the hook's secret token, sent in clear and compared (constant time, through
+    SHA-256 digests) with the `gitlab` secret.
+  - Standard Webhooks signing (GitLab's "signing token"): `webhook-id`, `webhook-timestamp` and
+    `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{raw body}">` (several
+    space-separated entries allowed). The `gitlab` secret may be given as `whsec_<base64>` (decoded)
+    or as raw bytes. Timestamps more than 5 minutes away from now are rejected. When both schemes are
+    present, either one matching is enough (dropping the signature headers would leave the token
+    anyway).
+
+Content type: `application/json` only.
+
+Events:
+  - `Push Hook`, `Tag Push Hook`, and `System Hook` whose `object_kind`/`event_name` is `push` or
+    `tag_push` -> PushEvent:
+      repo_urls   `project.web_url`, `.git_http_url`, `.git_ssh_url`, then `repository.homepage`,
+                  `.url`, `.git_http_url`, `.git_ssh_url`
+      ref         `ref`
+      commit      `checkout_sha` (the commit an annotated tag points at), else `after`
+      before      `before`
+      deleted     `after` is all zeros, or `checkout_sha` is null
+  - anything else (`Merge Request Hook`, other system hooks, ...) -> Ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from controller import events
+from controller.providers import base
+
+PUSH_EVENTS = frozenset({"Push Hook", "Tag Push Hook"})
+SYSTEM_PUSH_KINDS = frozenset({"push", "tag_push"})
+SIGNATURE_TOLERANCE_SECONDS = 300
+WHSEC_PREFIX = "whsec_"
+
+
+def _signing_key(secret: bytes) -> bytes | None:
+    """The HMAC key of a Standard Webhooks secret: `whsec_<base64>` decoded, anything else as is."""
+    if not secret.startswith(WHSEC_PREFIX.encode()):
+        return secret
+    try:
+        return base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
+
+
+def repository_urls(document: Any) -> tuple[str, ...]:
+    return base.texts(
+        base.text(document, "project", "web_url"),
+        base.text(document, "project", "git_http_url"),
+        base.text(document, "project", "git_ssh_url"),
+        base.text(document, "repository", "homepage"),
+        base.text(document, "repository", "url"),
+        base.text(document, "repository", "git_http_url"),
+        base.text(document, "repository", "git_ssh_url"),
+    )
+
+
+class GitLabProvider(base.Provider):
+    """GitLab webhooks, token or Standard Webhooks signature."""
+
+    name: ClassVar[str] = "gitlab"
+    secret_keys: ClassVar[tuple[str, ...]] = ("gitlab",)
+
+    def __init__(self, *, now: Callable[[], float] = time.time) -> None:
+        self.now = now
+
+    def detect(self, request: base.WebhookRequest) -> bool:
+        return bool(request.header("x-gitlab-event").strip())
+
+    def delivery_id(self, request: base.WebhookRequest) -> str | None:
+        return base.first_header(request, "idempotency-key", "x-gitlab-webhook-uuid", "x-gitlab-event-uuid")
+
+    def verify(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
+        secrets = base.values_for(credentials, "gitlab")
+        token = request.header("x-gitlab-token")
+        has_signature = bool(request.header("webhook-signature").strip())
+        if not token and not has_signature:
+            return base.Verdict.MISSING
+        matched = False
+        if has_signature:
+            matched |= self._signature_matches(request, secrets)
+        if token:
+            matched |= base.token_matches(token, secrets)
+        return base.Verdict.OK if matched and secrets else base.Verdict.MISMATCH
+
+    def _signature_matches(self, request: base.WebhookRequest, secrets: Sequence[bytes]) -> bool:
+        """Standard Webhooks: `v1,<base64>` entries over `{id}.{timestamp}.{body}`, fresh timestamp."""
+        msg_id = request.header("webhook-id").strip()
+        stamp = request.header("webhook-timestamp").strip()
+        if not msg_id or not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
+            return False
+        if abs(self.now() - int(stamp)) > SIGNATURE_TOLERANCE_SECONDS:
+            return False
+        given = [
+            entry[3:].encode("ascii", "replace")
+            for entry in request.header("webhook-signature").split()
+            if entry.startswith("v1,")
+        ]
+        message = f"{msg_id}.{stamp}.".encode("utf-8", "replace") + request.body
+        matched = False
+        for secret in secrets:
+            key = _signing_key(secret)
+            if key is None:
+                continue
+            expected = base64.b64encode(hmac.new(key, message, hashlib.sha256).digest())
+            for signature in given:
+                matched |= hmac.compare_digest(expected, signature)
+        return matched
+
+    def parse(self, request: base.WebhookRequest) -> events.Parsed:
+        event = base.require_header(request, "X-Gitlab-Event")
+        delivery = self.delivery_id(request)
+        document = base.require_object(base.json_document(request, allow_form=False))
+        if event == "System Hook":
+            kind = base.text(document, "event_name") or base.text(document, "object_kind")
+            if kind not in SYSTEM_PUSH_KINDS:
+                return events.Ignored(
+                    self.name,
+                    delivery,
+                    event=f"System Hook ({kind or 'unknown'})",
+                    reason="only push and tag_push system hooks move a GitRepo",
+                    repo_urls=repository_urls(document),
+                )
+        elif event not in PUSH_EVENTS:
+            return events.Ignored(
+                self.name,
+                delivery,
+                event=event,
+                reason="only Push Hook and Tag Push Hook move a GitRepo",
+                repo_urls=repository_urls(document),
+            )
+        return self._push(delivery, document)
+
+    def _push(self, delivery: str | None, document: dict[str, Any]) -> events.PushEvent:
+        urls = base.require_urls(repository_urls(document), "project")
+        kind, name = events.split_ref(base.require_text(document, "ref"))
+        after = base.require_sha(document, "after")
+        checkout = base.optional_sha(document, "checkout_sha")
+        checkout_null = "checkout_sha" in document and document["checkout_sha"] is None
+        return events.PushEvent(
+            provider=self.name,
+            delivery_id=delivery,
+            repo_urls=urls,
+            ref_kind=kind,
+            ref_name=name,
+            commit=checkout or after,
+            before=base.optional_sha(document, "before"),
+            deleted=base.is_zero_sha(after) or checkout_null,
+        )

@@ -1,0 +1,140 @@
+"""Hot reload of the config file: watch its folder, re-validate, swap atomically, keep the last good one.
+
+The folder is watched rather than the file because a Kubernetes ConfigMap volume updates by
+swapping a `..data` symlink: the file path never gets a write event of its own. Any change in the
+folder triggers a re-read; identical content is ignored. A new file that does not validate is
+reported (log line with every error, metric, `/readyz` detail) and the previous config keeps
+serving until a good file appears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import watchfiles
+
+from controller.config import Config, ConfigError, load_file
+
+log = logging.getLogger("fleet_webhook.reload")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadStatus:
+    """What the readiness endpoint and metrics report about the config."""
+
+    loaded_at: float
+    digest: str
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+class ConfigHolder:
+    """The live config snapshot. `current` is swapped whole; readers never see a partial config."""
+
+    def __init__(self, config: Config, digest: str = "") -> None:
+        self.current = config
+        self.status = ReloadStatus(loaded_at=time.time(), digest=digest)
+        self._listeners: list[Callable[[Config, Config], None]] = []
+
+    def on_change(self, listener: Callable[[Config, Config], None]) -> None:
+        """Call `listener(old, new)` on the loop after each successful swap."""
+        self._listeners.append(listener)
+
+    def swap(self, config: Config, digest: str) -> None:
+        """Install a new validated config."""
+        old, self.current = self.current, config
+        self.status = ReloadStatus(loaded_at=time.time(), digest=digest)
+        for listener in self._listeners:
+            try:
+                listener(old, config)
+            except Exception:
+                log.exception("config change listener failed")
+
+    def reject(self, error: str) -> None:
+        """Record that a newer file was refused (the current config stays)."""
+        self.status = ReloadStatus(
+            loaded_at=self.status.loaded_at, digest=self.status.digest, last_error=error, last_error_at=time.time()
+        )
+
+
+def file_digest(path: Path) -> str:
+    """Content hash of the config file ("" when unreadable)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+class ConfigReloader:
+    """Watches the config file's folder and reloads on change."""
+
+    def __init__(
+        self,
+        path: Path,
+        holder: ConfigHolder,
+        on_result: Callable[[bool], None] | None = None,
+        debounce_ms: int = 100,
+    ) -> None:
+        self.path = path
+        self.holder = holder
+        self.on_result = on_result or (lambda _ok: None)
+        self.debounce_ms = debounce_ms
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """End the watch loop."""
+        self._stop.set()
+
+    async def check_now(self) -> bool:
+        """Reload if the file's content changed; True when a new config was installed."""
+        digest = await asyncio.to_thread(file_digest, self.path)
+        if digest and digest == self.holder.status.digest:
+            if self.holder.status.last_error:
+                # Back to the content that is serving: the problem is gone.
+                self.holder.status = ReloadStatus(self.holder.status.loaded_at, digest)
+            return False
+        if not digest and self.holder.status.last_error and "cannot read" in self.holder.status.last_error:
+            return False
+        try:
+            config = await asyncio.to_thread(load_file, self.path)
+        except ConfigError as exc:
+            message = str(exc)
+            if message != self.holder.status.last_error:
+                log.error(
+                    "config rejected; previous config keeps serving",
+                    extra={"config": str(self.path), "errors": [str(p) for p in exc.problems]},
+                )
+            self.holder.reject(message)
+            self.on_result(False)
+            return False
+        self.holder.swap(config, digest)
+        log.info("config reloaded", extra={"config": str(self.path), "summary": config.summary()})
+        self.on_result(True)
+        return True
+
+    async def run(self) -> None:
+        """Watch until stopped. Errors of the watcher itself are logged and the watch restarted."""
+        folder = self.path.parent
+        while not self._stop.is_set():
+            try:
+                async for _changes in watchfiles.awatch(
+                    folder,
+                    stop_event=self._stop,
+                    debounce=self.debounce_ms,
+                    step=50,
+                    recursive=False,
+                    force_polling=None,
+                    ignore_permission_denied=True,
+                ):
+                    await self.check_now()
+            except Exception:
+                log.exception("config watcher failed; restarting in 1s", extra={"config": str(self.path)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)

@@ -1,0 +1,149 @@
+"""`fleet-webhook serve`: wires config, index, watchers, reloader and HTTP server, and shuts down cleanly.
+
+Shutdown on SIGTERM/SIGINT: readiness turns false, the listener closes, in-flight deliveries get
+up to `shutdown_grace_seconds` to finish, background Events are flushed, watchers stop, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from controller.app import Receiver, make_app
+from controller.config import Config, default_config, load_file
+from controller.dedupe import DeliveryCache
+from controller.index import GitRepoIndex, gitrepo_info
+from controller.kube import Kube, load_api_client
+from controller.metrics import Metrics
+from controller.records import CommitHistory
+from controller.reload import ConfigHolder, ConfigReloader, file_digest
+from controller.secrets import SecretStore
+from controller.settings import Settings
+from controller.sync import IndexSync, keyer_for
+from controller.updater import GitRepoUpdater
+
+log = logging.getLogger("fleet_webhook.serve")
+
+
+def initial_config(settings: Settings) -> tuple[Config, str]:
+    """The config to start with (raises ConfigError: a bad file at start-up is fatal)."""
+    if settings.config is None:
+        return default_config(), ""
+    return load_file(settings.config), file_digest(settings.config)
+
+
+def _age_seconds(stamp: str) -> float | None:
+    try:
+        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return (datetime.now(UTC) - then).total_seconds()
+
+
+async def polling_fallback(receiver: Receiver, updater: GitRepoUpdater, stop: asyncio.Event) -> None:
+    """Periodically remove the interval we set from GitRepos that stopped receiving webhooks."""
+    while not stop.is_set():
+        policy = receiver.holder.current.polling
+        period = 60.0 if policy.fallback_after_seconds <= 0 else min(60.0, max(1.0, policy.fallback_after_seconds / 10))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), period)
+        if stop.is_set() or policy.fallback_after_seconds <= 0 or not receiver.index.synced:
+            continue
+        for info in receiver.index:
+            if info.managed_interval is None or info.polling_interval != info.managed_interval:
+                continue
+            age = _age_seconds(info.last_webhook_time) if info.last_webhook_time else None
+            if age is None or age >= policy.fallback_after_seconds:
+                await updater.revert_polling(info)
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    config, digest = initial_config(settings)
+    loop = asyncio.get_running_loop()
+    holder = ConfigHolder(config, digest)
+    metrics = Metrics()
+    metrics.config_last_success.set(time.time())
+    metrics.config_valid.set(1)
+    kube = Kube(load_api_client(settings.kubeconfig))
+    index = GitRepoIndex(keyer_for(config.watch))
+    history = CommitHistory()
+
+    def on_written(obj: dict[str, Any]) -> None:
+        info = gitrepo_info(obj)
+        if info is not None:
+            index.upsert(info)
+
+    updater = GitRepoUpdater(kube, metrics, history, on_written)
+    secrets = SecretStore(kube.read_secret, settings.namespace, config.secrets.cache_seconds)
+    receiver = Receiver(
+        holder=holder,
+        index=index,
+        secrets=secrets,
+        metrics=metrics,
+        updater=updater,
+        history=history,
+        dedupe=DeliveryCache(config.limits.dedupe_seconds, config.limits.dedupe_entries),
+    )
+    sync = IndexSync(kube, index, loop)
+    holder.on_change(sync.on_config_change)
+
+    def apply_limits(_old: Config, new: Config) -> None:
+        secrets.ttl = new.secrets.cache_seconds
+        receiver.dedupe.resize(new.limits.dedupe_seconds, new.limits.dedupe_entries)
+
+    holder.on_change(apply_limits)
+
+    def on_reload(ok: bool) -> None:
+        metrics.config_reloads.labels("success" if ok else "failure").inc()
+        metrics.config_valid.set(1 if ok else 0)
+        if ok:
+            metrics.config_last_success.set(time.time())
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    sync.start(config.watch)
+    app = make_app(receiver)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=512, reuse_address=True)
+    await site.start()
+    log.info(
+        "serving",
+        extra={
+            "host": settings.host,
+            "port": settings.port,
+            "namespace": settings.namespace,
+            "config": config.source,
+            "summary": config.summary(),
+        },
+    )
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(polling_fallback(receiver, updater, stop))]
+    reloader = None
+    if settings.config is not None:
+        reloader = ConfigReloader(settings.config, holder, on_reload)
+        tasks.append(asyncio.create_task(reloader.run()))
+
+    await stop.wait()
+    log.info("shutting down: finishing in-flight deliveries", extra={"grace_seconds": settings.shutdown_grace_seconds})
+    receiver.accepting = False
+    if reloader is not None:
+        reloader.stop()
+    await runner.cleanup()  # stops listening, waits for in-flight handlers up to shutdown_timeout
+    await updater.drain(within=2.0)
+    sync.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    kube.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,106 @@
+"""Reading webhook secrets from Kubernetes Secrets or mounted folders, with a short cache.
+
+A provider's credentials are the values under its keys (`github`, or `azure-username` +
+`azure-password`) and, during a rotation, under the same keys plus the configured suffix
+(`github.previous`). Both sets verify until the suffixed key is removed, so a secret can be rotated
+without downtime: add the new value as `<key>`, move the old one to `<key>.previous`, update the
+provider, then delete `<key>.previous`.
+
+Values never leave this module except as bytes handed to a provider's verify().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from controller.config import SecretSource
+from controller.providers.base import Credential
+
+SecretReader = Callable[[str, str], Awaitable[dict[str, bytes] | None]]
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+class SecretUnavailable(Exception):
+    """The secret could not be read right now (API down): the delivery is answered 503."""
+
+
+def credential_sets(data: dict[str, bytes] | None, keys: Sequence[str], suffix: str) -> list[Credential]:
+    """Current and previous credential sets found in a secret's data; empty values are ignored."""
+    if not data:
+        return []
+    sets: list[Credential] = []
+    for variant in ("", suffix):
+        found = {key: data[key + variant] for key in keys if data.get(key + variant)}
+        if len(found) == len(keys):
+            sets.append(found)
+    return sets
+
+
+def _read_directory(directory: str) -> dict[str, bytes] | None:
+    """Every small regular file of a folder (a mounted Secret), keyed by file name."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return None
+    data: dict[str, bytes] = {}
+    for entry in folder.iterdir():
+        if entry.name.startswith(".."):  # the ConfigMap/Secret volume's own bookkeeping
+            continue
+        try:
+            if entry.is_file() and entry.stat().st_size <= MAX_SECRET_FILE_BYTES:
+                data[entry.name] = entry.read_bytes().rstrip(b"\r\n")
+        except OSError:
+            continue
+    return data
+
+
+class SecretStore:
+    """Cached access to secret sources; a cache entry lives `ttl` seconds."""
+
+    def __init__(self, reader: SecretReader, controller_namespace: str, ttl: float = 5.0) -> None:
+        self._reader = reader
+        self._namespace = controller_namespace
+        self.ttl = ttl
+        self._cache: dict[tuple[str, str, str], tuple[float, dict[str, bytes] | None]] = {}
+
+    def namespace_of(self, source: SecretSource) -> str:
+        """The namespace a Kubernetes secret source refers to."""
+        return source.namespace or self._namespace
+
+    async def data(self, source: SecretSource) -> dict[str, bytes] | None:
+        """The source's key->value data; None when the Secret or folder does not exist."""
+        cache_key = (
+            ("dir", source.directory, "") if source.is_directory else ("k8s", self.namespace_of(source), source.name)
+        )
+        hit = self._cache.get(cache_key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        try:
+            if source.is_directory:
+                value = await asyncio.to_thread(_read_directory, source.directory)
+            else:
+                value = await self._reader(self.namespace_of(source), source.name)
+        except Exception as exc:
+            if hit is not None:  # serve the last known value while the API is unreachable
+                return hit[1]
+            raise SecretUnavailable(f"{source.describe()}: {type(exc).__name__}") from None
+        self._cache[cache_key] = (now, value)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        return value
+
+    async def credentials(self, source: SecretSource, keys: Sequence[str], suffix: str) -> list[Credential]:
+        """Credential sets (current, then previous) for a provider's keys from one source."""
+        return credential_sets(await self.data(source), keys, suffix)
+
+    async def gitrepo_credentials(
+        self, namespace: str, name: str, keys: Sequence[str], suffix: str
+    ) -> list[Credential] | None:
+        """Credentials from a GitRepo's spec.webhookSecret; None when that Secret is missing."""
+        data = await self.data(SecretSource(name=name, namespace=namespace))
+        if data is None:
+            return None
+        return credential_sets(data, keys, suffix)

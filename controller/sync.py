@@ -1,0 +1,95 @@
+"""Keeps the GitRepo index in step with the cluster: one watcher per watched namespace (or one for all).
+
+Watchers run in threads (kube.GitRepoWatcher) and call back on the loop thread, so the index is
+only ever changed by the loop. The index counts as synced once every watcher has listed once;
+after an outage each watcher re-lists by itself and the index is replaced with the fresh list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any
+
+from controller.config import Config, WatchConfig
+from controller.index import GitRepoIndex, Keyer, gitrepo_info
+from controller.kube import GitRepoWatcher, Kube, WatchEvent
+from controller.normalize import repo_key
+
+log = logging.getLogger("fleet_webhook.sync")
+
+
+def keyer_for(watch: WatchConfig) -> Keyer:
+    """The normalization function the config asks for."""
+    aliases = dict(watch.ssh_host_aliases)
+    return functools.partial(repo_key, case_sensitive_path=watch.case_sensitive_paths, ssh_host_aliases=aliases or None)
+
+
+class IndexSync:
+    """Owns the watchers feeding one GitRepoIndex."""
+
+    def __init__(self, kube: Kube, index: GitRepoIndex, loop: asyncio.AbstractEventLoop) -> None:
+        self.kube = kube
+        self.index = index
+        self.loop = loop
+        self._watchers: list[GitRepoWatcher] = []
+        self._listed: set[str | None] = set()
+        self._scope: frozenset[str] = frozenset()
+        self.last_error: str | None = None
+
+    def start(self, watch: WatchConfig) -> None:
+        """Start watching the namespaces `watch` names (all when empty)."""
+        self._scope = watch.namespaces
+        self._listed.clear()
+        self.index.synced = False
+        namespaces: list[str | None] = [*sorted(watch.namespaces)] if watch.namespaces else [None]
+        self._watchers = [
+            GitRepoWatcher(self.kube, ns, self.loop, self._on_list, self._on_event, self._on_error) for ns in namespaces
+        ]
+        for watcher in self._watchers:
+            watcher.start()
+        log.info("watching gitrepos", extra={"namespaces": list(watch.namespaces) or ["*"]})
+
+    def stop(self) -> None:
+        """Stop every watcher (threads end on their own shortly after)."""
+        for watcher in self._watchers:
+            watcher.stop()
+        self._watchers = []
+
+    def on_config_change(self, old: Config, new: Config) -> None:
+        """Restart watchers when the watched namespaces change; re-key when URL rules change."""
+        if old.watch.namespaces != new.watch.namespaces:
+            self.stop()
+            self.index.replace_all([])
+            self.start(new.watch)
+        elif (old.watch.case_sensitive_paths, old.watch.ssh_host_aliases) != (
+            new.watch.case_sensitive_paths,
+            new.watch.ssh_host_aliases,
+        ):
+            self.index.rekey(keyer_for(new.watch))
+
+    def _on_list(self, namespace: str | None, items: list[dict[str, Any]]) -> None:
+        infos = [i for i in map(gitrepo_info, items) if i is not None]
+        if namespace is None:
+            self.index.replace_all(infos)
+        else:
+            self.index.replace_namespace(namespace, infos)
+        self._listed.add(namespace)
+        expected = set(self._scope) if self._scope else {None}
+        if expected <= self._listed and not self.index.synced:
+            self.index.synced = True
+            log.info("gitrepo index synced", extra={"gitrepos": len(self.index)})
+        self.last_error = None
+
+    def _on_event(self, event: WatchEvent) -> None:
+        info = gitrepo_info(event.obj)
+        if info is None:
+            return
+        if event.type == "DELETED":
+            self.index.remove(info.namespace, info.name)
+        else:
+            self.index.upsert(info)
+
+    def _on_error(self, message: str) -> None:
+        self.last_error = message

@@ -1,0 +1,206 @@
+"""Writing a decision to a GitRepo the way Fleet's receiver does, but safely.
+
+For each GitRepo to update:
+1. JSON-merge-patch `/status` with `webhookCommit` and `lastWebhookTime`, conditional on the
+   resourceVersion we last saw. On 409 we re-read the GitRepo and decide again (it may already
+   carry this commit, or a newer one), so a concurrent writer never makes us move it backwards.
+   Transient API errors (5xx, 429, connection errors) are retried with jittered backoff until the
+   delivery's deadline.
+2. Polling policy: when `polling.manage` is on and `spec.pollingInterval` is unset, set it to the
+   webhook interval and mark it with an annotation holding the value we wrote. Never touch an
+   interval a user set.
+3. Emit a Kubernetes Event on the GitRepo (best effort, in the background).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from controller.config import PollingPolicy
+from controller.events import PushEvent
+from controller.index import MANAGED_INTERVAL_ANNOTATION, GitRepoInfo, gitrepo_info
+from controller.kube import ApiUnavailable, Conflict, Forbidden, Kube, NotFound, now_rfc3339
+from controller.metrics import Metrics
+from controller.records import CommitHistory
+
+log = logging.getLogger("fleet_webhook.updater")
+MAX_CONFLICT_RETRIES = 5
+
+
+class Outcome(enum.StrEnum):
+    """Result of writing one GitRepo."""
+
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What happened to one GitRepo, with a reason for anything but UPDATED."""
+
+    gitrepo: GitRepoInfo
+    outcome: Outcome
+    reason: str
+    polling_interval_set: str | None = None
+
+
+class GitRepoUpdater:
+    """Applies update decisions through the API, keeping the index current with what it wrote."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        metrics: Metrics,
+        history: CommitHistory,
+        on_written: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.kube = kube
+        self.metrics = metrics
+        self.history = history
+        self.on_written = on_written
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def record(self, info: GitRepoInfo, event: PushEvent, policy: PollingPolicy, deadline: float) -> WriteResult:
+        """Write `event.commit` to one GitRepo; never raises for API trouble (returns FAILED)."""
+        started = time.monotonic()
+        try:
+            result = await self._record_status(info, event, deadline)
+        except Forbidden as exc:
+            self.metrics.gitrepo_write_failures.labels("forbidden").inc()
+            return WriteResult(info, Outcome.FAILED, f"RBAC refused the status write: {exc}")
+        except (ApiUnavailable, TimeoutError) as exc:
+            self.metrics.gitrepo_write_failures.labels("unavailable").inc()
+            return WriteResult(info, Outcome.FAILED, f"Kubernetes API unavailable: {exc}")
+        finally:
+            self.metrics.api_write_seconds.observe(time.monotonic() - started)
+        if result.outcome is not Outcome.UPDATED:
+            return result
+        interval = None
+        if policy.manage:
+            interval = await self._apply_polling(result.gitrepo, policy, deadline)
+        self._emit_event(result.gitrepo, event)
+        return WriteResult(result.gitrepo, Outcome.UPDATED, "commit recorded", interval)
+
+    async def _record_status(self, info: GitRepoInfo, event: PushEvent, deadline: float) -> WriteResult:
+        current = info
+        attempt = 0
+        while True:
+            try:
+                obj = await self.kube.patch_gitrepo_status(
+                    current.namespace,
+                    current.name,
+                    {"webhookCommit": event.commit, "lastWebhookTime": now_rfc3339()},
+                    current.resource_version or None,
+                )
+            except Conflict:
+                attempt += 1
+                if attempt > MAX_CONFLICT_RETRIES:
+                    raise ApiUnavailable("too many conflicting writers") from None
+                fresh = await self._reread(current)
+                if fresh is None:
+                    return WriteResult(current, Outcome.SKIPPED, "GitRepo was deleted")
+                current = fresh
+                if current.webhook_commit == event.commit:
+                    return WriteResult(current, Outcome.UNCHANGED, "already at this commit")
+                if current.webhook_commit and self.history.precedes(event.commit, current.webhook_commit):
+                    return WriteResult(current, Outcome.SKIPPED, "out of order: a newer commit was recorded")
+                continue
+            except NotFound:
+                return WriteResult(current, Outcome.SKIPPED, "GitRepo was deleted")
+            except ApiUnavailable:
+                attempt += 1
+                delay = min(0.05 * 2**attempt, 2.0) * random.uniform(0.5, 1.0)
+                if time.monotonic() + delay >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            self.on_written(obj)
+            written = gitrepo_info(obj) or current
+            self.metrics.gitrepos_updated.labels(event.provider).inc()
+            return WriteResult(written, Outcome.UPDATED, "commit recorded")
+
+    async def _reread(self, info: GitRepoInfo) -> GitRepoInfo | None:
+        try:
+            obj = await self.kube.get_gitrepo(info.namespace, info.name)
+        except NotFound:
+            return None
+        self.on_written(obj)
+        return gitrepo_info(obj)
+
+    async def _apply_polling(self, info: GitRepoInfo, policy: PollingPolicy, deadline: float) -> str | None:
+        """Set our interval when none is set; returns the value written, or None."""
+        current = info
+        for _ in range(MAX_CONFLICT_RETRIES):
+            if current.polling_interval is not None:
+                return None
+            try:
+                obj = await self.kube.patch_gitrepo(
+                    current.namespace,
+                    current.name,
+                    {
+                        "spec": {"pollingInterval": policy.webhook_interval},
+                        "metadata": {"annotations": {MANAGED_INTERVAL_ANNOTATION: policy.webhook_interval}},
+                    },
+                    current.resource_version or None,
+                )
+            except Conflict:
+                fresh = await self._reread(current)
+                if fresh is None:
+                    return None
+                current = fresh
+                continue
+            except (ApiUnavailable, Forbidden, NotFound, TimeoutError) as exc:
+                log.warning(
+                    "polling interval not set",
+                    extra={"gitrepo": str(current), "error": str(exc)},
+                )
+                return None
+            self.on_written(obj)
+            self.metrics.polling_changes.labels("set").inc()
+            return policy.webhook_interval
+        return None
+
+    async def revert_polling(self, info: GitRepoInfo) -> bool:
+        """Remove the interval we set (only if it is still exactly ours). True when reverted."""
+        if info.managed_interval is None or info.polling_interval != info.managed_interval:
+            return False
+        try:
+            obj = await self.kube.patch_gitrepo(
+                info.namespace,
+                info.name,
+                {"spec": {"pollingInterval": None}, "metadata": {"annotations": {MANAGED_INTERVAL_ANNOTATION: None}}},
+                info.resource_version or None,
+            )
+        except (Conflict, NotFound, ApiUnavailable, Forbidden, TimeoutError) as exc:
+            log.info("polling fallback postponed", extra={"gitrepo": str(info), "error": str(exc)})
+            return False
+        self.on_written(obj)
+        self.metrics.polling_changes.labels("reverted").inc()
+        self._emit(info, "WebhookPollingRestored", "no webhook for a while: pollingInterval we set was removed")
+        return True
+
+    def _emit_event(self, info: GitRepoInfo, event: PushEvent) -> None:
+        message = f"{event.provider} push to {event.ref_kind} {event.ref_name} recorded commit {event.commit}" + (
+            f" (delivery {event.delivery_id})" if event.delivery_id else ""
+        )
+        self._emit(info, "WebhookCommit", message)
+
+    def _emit(self, info: GitRepoInfo, reason: str, message: str) -> None:
+        ref = {"namespace": info.namespace, "name": info.name, "resourceVersion": info.resource_version}
+        task = asyncio.get_running_loop().create_task(self.kube.create_event(ref, reason, message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, within: float) -> None:
+        """Wait for background Events to be sent (shutdown)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=within)
