@@ -502,7 +502,7 @@ def make_app(receiver: Receiver, *, extra_cleanup: Sequence[Any] = ()) -> web.Ap
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
-    app.router.add_route("*", "/{tail:.*}", handler)
+    app.router.add_route("*", "/{tail:.*}", handler.__call__)
     for ctx in extra_cleanup:
         app.cleanup_ctx.append(ctx)
     return app

@@ -11,6 +11,8 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,15 +66,35 @@ async def polling_fallback(receiver: Receiver, updater: GitRepoUpdater, stop: as
                 await updater.revert_polling(info)
 
 
-async def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code."""
-    config, digest = initial_config(settings)
+@dataclass
+class Components:
+    """Everything `serve` runs, built once; tests build the same thing against their own cluster."""
+
+    receiver: Receiver
+    sync: IndexSync
+    updater: GitRepoUpdater
+    kube: Kube
+
+    async def wait_synced(self, within: float = 30.0) -> None:
+        """Wait until the GitRepo index has been listed (raises TimeoutError)."""
+        async with asyncio.timeout(within):
+            while not self.receiver.index.synced:  # noqa: ASYNC110 - a plain flag set by watch callbacks
+                await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        """Stop watchers, flush Events, release the API client."""
+        await self.updater.drain(within=2.0)
+        self.sync.stop()
+        self.kube.close()
+
+
+def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Components:
+    """Wire the receiver's parts together; nothing is started yet except what `start` does."""
     loop = asyncio.get_running_loop()
     holder = ConfigHolder(config, digest)
     metrics = Metrics()
     metrics.config_last_success.set(time.time())
     metrics.config_valid.set(1)
-    kube = Kube(load_api_client(settings.kubeconfig))
     index = GitRepoIndex(keyer_for(config.watch))
     history = CommitHistory()
 
@@ -100,6 +122,11 @@ async def serve(settings: Settings) -> int:
         receiver.dedupe.resize(new.limits.dedupe_seconds, new.limits.dedupe_entries)
 
     holder.on_change(apply_limits)
+    return Components(receiver, sync, updater, kube)
+
+
+def reload_callback(metrics: Metrics) -> Callable[[bool], None]:
+    """Record a reload attempt's result in the metrics."""
 
     def on_reload(ok: bool) -> None:
         metrics.config_reloads.labels("success" if ok else "failure").inc()
@@ -107,11 +134,20 @@ async def serve(settings: Settings) -> int:
         if ok:
             metrics.config_last_success.set(time.time())
 
+    return on_reload
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    config, digest = initial_config(settings)
+    loop = asyncio.get_running_loop()
+    parts = build(settings, config, digest, Kube(load_api_client(settings.kubeconfig)))
+    receiver = parts.receiver
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    sync.start(config.watch)
+    parts.sync.start(config.watch)
     app = make_app(receiver)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
     await runner.setup()
@@ -127,10 +163,10 @@ async def serve(settings: Settings) -> int:
             "summary": config.summary(),
         },
     )
-    tasks: list[asyncio.Task[None]] = [asyncio.create_task(polling_fallback(receiver, updater, stop))]
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(polling_fallback(receiver, parts.updater, stop))]
     reloader = None
     if settings.config is not None:
-        reloader = ConfigReloader(settings.config, holder, on_reload)
+        reloader = ConfigReloader(settings.config, receiver.holder, reload_callback(receiver.metrics))
         tasks.append(asyncio.create_task(reloader.run()))
 
     await stop.wait()
@@ -139,11 +175,9 @@ async def serve(settings: Settings) -> int:
     if reloader is not None:
         reloader.stop()
     await runner.cleanup()  # stops listening, waits for in-flight handlers up to shutdown_timeout
-    await updater.drain(within=2.0)
-    sync.stop()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    kube.close()
+    await parts.close()
     log.info("stopped")
     return 0

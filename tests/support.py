@@ -1,0 +1,219 @@
+"""Shared test helpers: realistic deliveries built from the payload fixtures, signed like each host signs.
+
+`delivery(provider, repo=..., ref=..., commit=...)` returns headers and body of a push to any
+repository, so integration tests can aim one provider's real payload shape at their own GitRepos.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import hmac
+import json
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PAYLOADS = Path(__file__).resolve().parent / "fixtures" / "payloads"
+AZURE_USER = "fleet-hook"
+ZERO = "0" * 40
+
+PUSH_FIXTURE = {
+    "github": "push",
+    "gitlab": "push",
+    "bitbucket": "repo-push",
+    "bitbucket-server": "repo-refs-changed",
+    "gogs": "push",
+    "gitea": "push",
+    "azure-devops": "git-push",
+    "generic": "push",
+}
+PROVIDERS = tuple(PUSH_FIXTURE)
+SECRET_KEYS = {
+    "github": ("github",),
+    "gitlab": ("gitlab",),
+    "bitbucket": ("bitbucket",),
+    "bitbucket-server": ("bitbucket-server",),
+    "gogs": ("gogs",),
+    "gitea": ("gitea",),
+    "azure-devops": ("azure-username", "azure-password"),
+    "generic": ("generic",),
+}
+
+
+def sha(seed: str) -> str:
+    """A deterministic 40-hex commit id."""
+    return hashlib.sha1(seed.encode(), usedforsecurity=False).hexdigest()
+
+
+def fixture(provider: str, event: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Headers (original spelling) and parsed body of a stored fixture."""
+    headers = json.loads((PAYLOADS / provider / f"{event}.headers.json").read_text())
+    body = json.loads((PAYLOADS / provider / f"{event}.json").read_bytes())
+    return headers, body
+
+
+def secret_data(provider: str, secret: str) -> dict[str, str]:
+    """Secret data (key -> value) that makes `secret` valid for `provider`."""
+    if provider == "azure-devops":
+        return {"azure-username": AZURE_USER, "azure-password": secret}
+    return {provider: secret}
+
+
+def sign(provider: str, headers: dict[str, str], body: bytes, secret: str | None) -> dict[str, str]:
+    """Headers plus the authentication header the host adds for `secret` (None: unsigned)."""
+    out = dict(headers)
+    if secret is None:
+        return out
+    key = secret.encode()
+    json_part = body
+    if out.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+        json_part = urllib.parse.parse_qs(body.decode())["payload"][0].encode()
+    digest = hmac.new(key, body, hashlib.sha256).hexdigest()
+    if provider in ("github",):
+        out["X-Hub-Signature-256"] = f"sha256={digest}"
+    elif provider == "gitlab":
+        out["X-Gitlab-Token"] = secret
+    elif provider in ("bitbucket", "bitbucket-server"):
+        out["X-Hub-Signature"] = f"sha256={digest}"
+    elif provider == "gogs":
+        out["X-Gogs-Signature"] = hmac.new(key, json_part, hashlib.sha256).hexdigest()
+    elif provider == "gitea":
+        out["X-Gitea-Signature"] = hmac.new(key, json_part, hashlib.sha256).hexdigest()
+    elif provider == "azure-devops":
+        out["Authorization"] = "Basic " + base64.b64encode(f"{AZURE_USER}:{secret}".encode()).decode()
+    elif provider == "generic":
+        out["X-Fleet-Webhook-Signature"] = f"sha256={digest}"
+    return out
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One HTTP delivery ready to POST."""
+
+    headers: dict[str, str]
+    body: bytes
+
+
+def _ref_parts(ref: str) -> tuple[str, str]:
+    if ref.startswith("refs/tags/"):
+        return "tag", ref.removeprefix("refs/tags/")
+    return "branch", ref.removeprefix("refs/heads/")
+
+
+def push_document(provider: str, *, https_url: str, ssh_url: str, ref: str, commit: str, before: str) -> dict[str, Any]:
+    """The provider's push fixture rewritten to name this repo, ref and commit."""
+    _, body = fixture(provider, PUSH_FIXTURE[provider])
+    doc = copy.deepcopy(body)
+    kind, name = _ref_parts(ref)
+    path = urllib.parse.urlparse(https_url).path.strip("/").removesuffix(".git")
+    if provider in ("github", "gogs", "gitea"):
+        repo = doc["repository"]
+        repo["html_url"] = https_url.removesuffix(".git")
+        repo["clone_url"] = https_url if https_url.endswith(".git") else https_url + ".git"
+        repo["ssh_url"] = ssh_url
+        if "git_url" in repo:
+            repo["git_url"] = "git://" + https_url.split("://", 1)[1]
+        repo["full_name"] = path
+        doc.update(ref=ref, after=commit, before=before)
+        if provider == "github":
+            doc["deleted"] = False
+            doc["created"] = before == ZERO
+    elif provider == "gitlab":
+        project = doc["project"]
+        project.update(
+            web_url=https_url.removesuffix(".git"),
+            git_http_url=https_url,
+            git_ssh_url=ssh_url,
+            http_url=https_url,
+            ssh_url=ssh_url,
+            path_with_namespace=path,
+            homepage=https_url.removesuffix(".git"),
+            url=ssh_url,
+        )
+        doc["repository"].update(
+            url=ssh_url, homepage=https_url.removesuffix(".git"), git_http_url=https_url, git_ssh_url=ssh_url
+        )
+        doc.update(ref=ref, after=commit, before=before, checkout_sha=commit)
+    elif provider == "bitbucket":
+        doc["repository"]["links"]["html"]["href"] = https_url.removesuffix(".git")
+        doc["repository"]["full_name"] = path
+        change = doc["push"]["changes"][0]
+        change["new"]["name"] = name
+        change["new"]["type"] = kind
+        change["new"]["target"]["hash"] = commit
+        if change.get("old"):
+            change["old"]["name"] = name
+            change["old"]["target"]["hash"] = before
+        doc["push"]["changes"] = [change]
+    elif provider == "bitbucket-server":
+        doc["repository"]["links"] = {
+            "clone": [{"href": ssh_url, "name": "ssh"}, {"href": https_url, "name": "http"}],
+            "self": [{"href": https_url}],
+        }
+        doc["changes"] = [
+            {
+                "ref": {"id": ref, "displayId": name, "type": kind.upper()},
+                "refId": ref,
+                "fromHash": before,
+                "toHash": commit,
+                "type": "UPDATE" if before != ZERO else "ADD",
+            }
+        ]
+    elif provider == "azure-devops":
+        doc["resource"]["repository"]["remoteUrl"] = https_url
+        doc["resource"]["refUpdates"] = [{"name": ref, "oldObjectId": before, "newObjectId": commit}]
+    elif provider == "generic":
+        doc = {"repository": https_url, "repositories": [ssh_url], "ref": ref, "commit": commit, "before": before}
+    return doc
+
+
+def delivery(
+    provider: str,
+    *,
+    https_url: str,
+    ssh_url: str = "",
+    ref: str = "refs/heads/main",
+    commit: str,
+    before: str = ZERO,
+    secret: str | None = None,
+    delivery_id: str | None = None,
+    form: bool = False,
+) -> Delivery:
+    """A signed push delivery of `provider`, with a fresh delivery id unless one is given."""
+    headers, _ = fixture(provider, PUSH_FIXTURE[provider])
+    doc = push_document(
+        provider, https_url=https_url, ssh_url=ssh_url or https_url, ref=ref, commit=commit, before=before
+    )
+    raw = json.dumps(doc).encode()
+    if form:
+        raw = urllib.parse.urlencode({"payload": raw.decode()}).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    new_id = delivery_id or str(uuid.uuid4())
+    for name in list(headers):
+        lowered = name.lower()
+        if lowered in {
+            "x-github-delivery",
+            "x-gogs-delivery",
+            "x-gitea-delivery",
+            "x-forgejo-delivery",
+            "x-request-uuid",
+            "x-request-id",
+            "x-gitlab-event-uuid",
+            "x-gitlab-webhook-uuid",
+            "idempotency-key",
+            "x-vss-activityid",
+            "x-fleet-webhook-delivery",
+        }:
+            headers[name] = new_id
+    return Delivery(sign(provider, headers, raw, secret), raw)
+
+
+def raw_delivery(provider: str, event: str, secret: str | None) -> Delivery:
+    """A stored fixture as is, signed."""
+    headers, _ = fixture(provider, event)
+    raw = (PAYLOADS / provider / f"{event}.json").read_bytes()
+    return Delivery(sign(provider, headers, raw, secret), raw)

@@ -1,0 +1,232 @@
+"""HTTP behaviour of the receiver that needs no Kubernetes writes: status codes, reasons, limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from controller.app import Receiver, make_app
+from controller.config import Config, load_text
+from controller.index import GitRepoIndex, gitrepo_info
+from controller.metrics import Metrics
+from controller.reload import ConfigHolder
+from controller.secrets import SecretStore
+from tests.support import delivery, raw_delivery, secret_data, sha
+
+SECRET = "unit-secret"
+NS = "cattle-fleet-system"
+URL = "https://github.com/example-org/fleet-apps"
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def gitrepo(
+    name: str, repo: str, branch: str = "main", namespace: str = "fleet-default", **spec: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": namespace, "name": name, "resourceVersion": "1"},
+        "spec": {"repo": repo, "branch": branch, **spec},
+        "status": {},
+    }
+
+
+def receiver(
+    config_text: str = "",
+    secrets: dict[str, dict[str, str]] | None = None,
+    synced: bool = True,
+    gitrepos: list[dict[str, Any]] | None = None,
+) -> Receiver:
+    config: Config = load_text(config_text, "test.yaml")
+    store_data = secrets if secrets is not None else {f"{NS}/gitjob-webhook": secret_data("github", SECRET)}
+
+    async def read(namespace: str, name: str) -> dict[str, bytes] | None:
+        data = store_data.get(f"{namespace}/{name}")
+        return None if data is None else {k: v.encode() for k, v in data.items()}
+
+    index = GitRepoIndex()
+    index.replace_all([i for i in map(gitrepo_info, gitrepos or []) if i is not None])
+    index.synced = synced
+    return Receiver(ConfigHolder(config), index, SecretStore(read, NS), Metrics(), updater=None)
+
+
+async def post(
+    client: TestClient[Any, Any], path: str, headers: dict[str, str], body: bytes
+) -> tuple[int, dict[str, Any]]:
+    resp = await client.post(path, data=body, headers=headers)
+    return resp.status, json.loads(await resp.text())
+
+
+async def test_unknown_route_is_404(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver()))
+    d = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
+    status, body = await post(client, "/elsewhere", d.headers, d.body)
+    assert status == 404
+    assert "/elsewhere" in body["error"]
+
+
+async def test_get_is_405_with_allow(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver()))
+    resp = await client.get("/gitjob")
+    assert resp.status == 405
+    assert resp.headers["Allow"] == "POST"
+
+
+async def test_both_seed_paths_are_served(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver()))
+    d = raw_delivery("github", "ping", SECRET)
+    for path in ("/", "/gitjob", "/gitjob/", "/gitjob/github"):
+        status, body = await post(client, path, d.headers, d.body)
+        assert (status, body.get("ping")) == (200, True), path
+
+
+async def test_too_large_is_413_before_reading(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver("limits:\n  maxBodyBytes: 2048\n")))
+    d = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
+    status, body = await post(client, "/", d.headers, d.body + b" " * 4096)
+    assert status == 413
+    assert "2048" in body["error"]
+
+
+async def test_chunked_too_large_is_413(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver("limits:\n  maxBodyBytes: 2048\n")))
+
+    async def chunks() -> Any:
+        for _ in range(100):
+            yield b"x" * 1024
+
+    d = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
+    resp = await client.post("/", data=chunks(), headers=d.headers)
+    assert resp.status == 413
+
+
+async def test_no_provider_headers_is_400(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver()))
+    status, body = await post(client, "/", {"Content-Type": "application/json"}, b"{}")
+    assert status == 400
+    assert "X-GitHub-Event" in body["error"]
+
+
+async def test_missing_signature_is_401(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver(gitrepos=[gitrepo("a", URL)])))
+    d = delivery("github", https_url=URL, commit=sha("a"), secret=None)
+    status, body = await post(client, "/", d.headers, d.body)
+    assert status == 401
+    assert "no signature" in body["error"]
+
+
+async def test_wrong_signature_is_401_even_when_nothing_matches(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver()))
+    d = delivery("github", https_url="https://github.com/someone/else", commit=sha("a"), secret="wrong")
+    status, body = await post(client, "/", d.headers, d.body)
+    assert status == 401
+    assert "does not match" in body["error"]
+
+
+async def test_no_secret_configured_is_401_with_instructions(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver(secrets={})))
+    d = delivery("gitlab", https_url=URL, commit=sha("a"), secret="anything")
+    status, body = await post(client, "/", d.headers, d.body)
+    assert status == 401
+    assert "allowUnauthenticated" in body["error"]
+    assert "'gitlab'" in body["error"]
+
+
+async def test_unauthenticated_opt_in_accepts(aiohttp_client: ClientFactory) -> None:
+    r = receiver("providers:\n  gitlab: {allowUnauthenticated: true}\n", secrets={})
+    client = await aiohttp_client(make_app(r))
+    d = delivery("gitlab", https_url=URL, commit=sha("a"), secret=None)
+    status, body = await post(client, "/", d.headers, d.body)
+    assert status == 200
+    assert body["reason"] == "no GitRepo matches this repository"
+    metrics = await (await client.get("/metrics")).text()
+    assert 'fleet_webhook_unauthenticated_accepted_total{provider="gitlab"} 1.0' in metrics
+
+
+async def test_bad_json_is_400_and_wrong_type_415(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver()))
+    d = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
+    from tests.support import sign
+
+    bad = b"{not json"
+    status, body = await post(client, "/", sign("github", d.headers, bad, SECRET), bad)
+    assert status == 400
+    assert "JSON" in body["error"]
+    headers = {**d.headers, "Content-Type": "text/plain"}
+    status, _ = await post(client, "/", sign("github", headers, d.body, SECRET), d.body)
+    assert status == 415
+
+
+async def test_charset_parameter_is_accepted(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver()))
+    d = raw_delivery("github", "ping", SECRET)
+    from tests.support import sign
+
+    headers = sign("github", {**d.headers, "Content-Type": "application/json; charset=UTF-8"}, d.body, SECRET)
+    status, _ = await post(client, "/", headers, d.body)
+    assert status == 200
+
+
+async def test_not_synced_is_503(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver(synced=False)))
+    d = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
+    status, _ = await post(client, "/", d.headers, d.body)
+    assert status == 503
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+
+
+async def test_ignored_event_is_200_with_reason(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver()))
+    d = raw_delivery("github", "pull-request", SECRET)
+    status, body = await post(client, "/", d.headers, d.body)
+    assert status == 200
+    assert body["ignored"] == "pull_request"
+
+
+async def test_near_misses_are_explained_without_writing(aiohttp_client: ClientFactory) -> None:
+    repos = [
+        gitrepo("dev-only", URL, branch="dev"),
+        gitrepo("pinned", URL, branch="", revision="v1.0.0"),
+        gitrepo("suffix", URL + "-suffix"),
+        gitrepo("other-team", URL, namespace="team-b"),
+    ]
+    r = receiver("routes:\n  - path: /hooks/a\n    namespaces: [fleet-default]\n", gitrepos=repos)
+    client = await aiohttp_client(make_app(r))
+    d = delivery(
+        "github", https_url=URL, ssh_url="git@github.com:example-org/fleet-apps.git", commit=sha("x"), secret=SECRET
+    )
+    status, body = await post(client, "/hooks/a", d.headers, d.body)
+    assert status == 200
+    assert body["updated"] == []
+    reasons = {s["name"]: s["reason"] for s in body["skipped"]}
+    assert set(reasons) == {"dev-only", "pinned", "other-team"}
+    assert "branch differs" in reasons["dev-only"]
+    assert "revision pinned" in reasons["pinned"]
+    assert "not allowed by route" in reasons["other-team"]
+
+
+async def test_provider_not_on_route_is_404(aiohttp_client: ClientFactory) -> None:
+    r = receiver("routes:\n  - path: /ci\n    providers: [generic]\n")
+    client = await aiohttp_client(make_app(r))
+    d = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
+    status, body = await post(client, "/ci", d.headers, d.body)
+    assert status == 404
+    assert "not served on route" in body["error"]
+
+
+async def test_disabled_provider_is_404(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(make_app(receiver("providers:\n  github: {enabled: false}\n")))
+    d = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
+    status, _ = await post(client, "/", d.headers, d.body)
+    assert status == 404
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_probes_answer(aiohttp_client: ClientFactory, path: str) -> None:
+    client = await aiohttp_client(make_app(receiver()))
+    resp = await client.get(path)
+    assert resp.status == 200

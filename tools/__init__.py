@@ -1,0 +1,1 @@
+"""Developer and test tooling for fleet-webhook (not shipped in the wheel)."""
