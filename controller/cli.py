@@ -1,4 +1,4 @@
-"""Command line: `fleet-webhook serve | check-config`.
+"""Command line: `fleet-webhook serve | check-config | explain`.
 
 Flags of `serve` are generated from the Settings model, so every setting has exactly one flag and
 one environment variable (FLEET_WEBHOOK_<NAME>), documented in one place.
@@ -18,6 +18,8 @@ from pydantic import ValidationError
 
 from controller import __version__
 from controller.config import ConfigError, load_file
+from controller.explain import PUSH_HEADERS
+from controller.index import GitRepoInfo
 from controller.settings import ENV_PREFIX, Settings
 
 
@@ -54,6 +56,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate config files: one summary line per valid file; file:line: path: message per error.",
     )
     check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    ex = sub.add_parser(
+        "explain",
+        help="show which GitRepos a payload would update, and why not the others",
+        description=(
+            "Run the receiver's matching on a saved payload (e.g. copied from the provider's delivery log), "
+            "against the cluster's GitRepos or a YAML file of them. Nothing is written."
+        ),
+    )
+    ex.add_argument("--provider", required=True, choices=sorted(PUSH_HEADERS), help="who sent the payload")
+    ex.add_argument("--payload", required=True, type=Path, metavar="FILE", help="the JSON body of the delivery")
+    ex.add_argument("--config", type=Path, metavar="FILE", help="config file (default: built-in defaults)")
+    ex.add_argument(
+        "--gitrepos",
+        type=Path,
+        metavar="FILE",
+        help="YAML of GitRepos (kubectl get gitrepos -A -o yaml); default: cluster",
+    )
+    ex.add_argument("--kubeconfig", type=Path, metavar="FILE", help="kubeconfig when reading GitRepos from the cluster")
+    ex.add_argument("--route", default="/", help="the path the provider posts to (route namespace limits apply)")
+    ex.add_argument(
+        "--header", action="append", default=[], metavar="'NAME: VALUE'", help="extra request header (repeatable)"
+    )
+    ex.add_argument("--output", choices=["text", "json"], default="text")
     return parser
 
 
@@ -104,11 +129,59 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
 
 
+def run_explain(args: argparse.Namespace) -> int:
+    """Explain a payload; exit 0 when it would update something, 1 when not, 2 on bad input."""
+    from controller import explain
+    from controller.config import default_config
+    from controller.providers.base import PayloadError, UnsupportedMediaType
+
+    try:
+        config = load_file(args.config) if args.config else default_config()
+        raw = args.payload.read_bytes()
+        events = explain.parse_payload(args.provider, raw, args.header)
+        if args.gitrepos:
+            gitrepos = explain.load_gitrepos(args.gitrepos.read_text())
+        else:
+            gitrepos = _cluster_gitrepos(args.kubeconfig)
+    except ConfigError as exc:
+        print(f"config rejected:\n{exc}", file=sys.stderr)
+        return 2
+    except (PayloadError, UnsupportedMediaType) as exc:
+        print(f"payload not understood as a {args.provider} push: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the cluster could not be listed: say so instead of a traceback
+        print(f"cannot list GitRepos from the cluster: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if not events:
+        print(f"the payload holds no {args.provider} push (a ping or another event?)", file=sys.stderr)
+        return 1
+    results = explain.explain(events, gitrepos, config, args.route)
+    print(explain.render_json(results) if args.output == "json" else explain.render_text(results, args.route))
+    return 0 if any(r.would_update or r.unchanged for r in results) else 1
+
+
+def _cluster_gitrepos(kubeconfig: Path | None) -> list[GitRepoInfo]:
+    from controller.index import gitrepo_info
+    from controller.kube import Kube, load_api_client
+
+    kube = Kube(load_api_client(kubeconfig))
+    try:
+        items, _ = kube.list_gitrepos(None)
+    finally:
+        kube.close()
+    return [i for i in map(gitrepo_info, items) if i is not None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fleet-webhook` console script."""
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.files)
+    if args.command == "explain":
+        return run_explain(args)
     return run_serve(args)
 
 
