@@ -434,6 +434,7 @@ class WebhookHandler:
                 "ref": f"{first.ref_kind}:{first.ref_name}",
                 "commit": first.commit,
                 "status": status,
+                "outcome": "accepted" if status < 500 else "write_failed",
                 "updated": [f"{u['namespace']}/{u['name']}" for u in body["updated"]],
                 "skipped": len(body["skipped"]),
                 "failed": len(body.get("failed", [])),

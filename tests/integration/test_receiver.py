@@ -224,3 +224,49 @@ async def test_gitrepo_webhook_secret_takes_precedence(env: ReceiverEnv) -> None
     assert with_team.names("updated") == {"own-secret"}
     assert env.webhook_commit("own-secret") == sha("t")
     assert env.webhook_commit("global-secret") == sha("g")
+
+
+async def test_metrics_and_logs_move(env: ReceiverEnv, tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from controller.reload import ConfigReloader
+    from controller.runtime import reload_callback
+
+    https, ssh = forms("gitlab", "observed")
+    env.create_gitrepo("observed", https)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(f"watch:\n  namespaces: [{env.namespace}]\n")
+    await env.start(config_file.read_text())
+    await env.wait_indexed("observed")
+    caplog.set_level(logging.INFO, logger="fleet_webhook")
+    commit = sha("observed-1")
+    resp = await env.send(
+        delivery("gitlab", https_url=https, ssh_url=ssh, commit=commit, secret=SECRET, delivery_id="obs-1")
+    )
+    assert resp.status == 200
+
+    assert env.components is not None
+    receiver = env.components.receiver
+    reloader = ConfigReloader(config_file, receiver.holder, reload_callback(receiver.metrics))
+    config_file.write_text("polling:\n  webhookInterval: nope\n")
+    assert await reloader.check_now() is False
+    config_file.write_text(f"watch:\n  namespaces: [{env.namespace}]\npolling:\n  webhookInterval: 2h\n")
+    assert await reloader.check_now() is True
+
+    text = await env.metrics()
+    assert 'fleet_webhook_requests_total{code="200",outcome="accepted",provider="gitlab",route="/"} 1.0' in text
+    assert 'fleet_webhook_gitrepos_updated_total{provider="gitlab"} 1.0' in text
+    assert "fleet_webhook_api_write_seconds_count 1.0" in text
+    assert "fleet_webhook_index_gitrepos 1.0" in text
+    assert 'fleet_webhook_config_reloads_total{result="failure"} 1.0' in text
+    assert 'fleet_webhook_config_reloads_total{result="success"} 1.0' in text
+    assert "fleet_webhook_config_last_success_timestamp_seconds" in text
+    assert 'fleet_webhook_polling_interval_changes_total{action="set"} 1.0' in text
+
+    [record] = [r for r in caplog.records if r.getMessage() == "delivery handled"]
+    assert record.__dict__["delivery"] == "obs-1"
+    assert record.__dict__["provider"] == "gitlab"
+    assert record.__dict__["commit"] == commit
+    assert record.__dict__["outcome"] == "accepted"
+    assert record.__dict__["updated"] == [f"{env.namespace}/observed"]
+    assert SECRET not in caplog.text
