@@ -270,3 +270,37 @@ async def test_metrics_and_logs_move(env: ReceiverEnv, tmp_path: Any, caplog: py
     assert record.__dict__["outcome"] == "accepted"
     assert record.__dict__["updated"] == [f"{env.namespace}/observed"]
     assert SECRET not in caplog.text
+
+
+async def test_polling_fallback_undoes_only_our_own_interval(env: ReceiverEnv) -> None:
+    import asyncio
+
+    from controller.runtime import polling_fallback
+
+    https, ssh = forms("github", "quiet")
+    env.create_gitrepo("quiet", https)
+    env.create_gitrepo("user-changed", https)
+    await env.start(f"watch:\n  namespaces: [{env.namespace}]\npolling:\n  fallbackAfter: 1s\n")
+    await env.wait_indexed("quiet", "user-changed")
+    resp = await env.send(delivery("github", https_url=https, ssh_url=ssh, commit=sha("q"), secret=SECRET))
+    assert resp.names("updated") == {"quiet", "user-changed"}
+    assert env.gitrepo("quiet")["spec"]["pollingInterval"] == "1h"
+    # A user (or GitOps) sets their own interval afterwards: it is theirs now, even with our annotation.
+    env.custom.patch_namespaced_custom_object(
+        "fleet.cattle.io", "v1alpha1", env.namespace, "gitrepos", "user-changed", {"spec": {"pollingInterval": "2h"}}
+    )
+    assert env.components is not None
+    stop = asyncio.Event()
+    task = asyncio.create_task(polling_fallback(env.components.receiver, env.components.updater, stop))
+    try:
+        for _ in range(100):
+            if "pollingInterval" not in env.gitrepo("quiet")["spec"]:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await task
+    quiet = env.gitrepo("quiet")
+    assert "pollingInterval" not in quiet["spec"]
+    assert MANAGED_INTERVAL_ANNOTATION not in quiet["metadata"].get("annotations", {})
+    assert env.gitrepo("user-changed")["spec"]["pollingInterval"] == "2h"
