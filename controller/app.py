@@ -236,7 +236,7 @@ class WebhookHandler:
 
         pushes = [p for p in parsed_all if isinstance(p, PushEvent)]
         if not pushes:
-            if not request_ok:
+            if not request_ok and not await self._ping_authorized(parsed_all, wreq, provider, config):
                 raise self._unauthorized(provider, verdict, config, route)
             if unauthenticated_ok:
                 self._warn_unauthenticated(provider, delivery)
@@ -274,6 +274,23 @@ class WebhookHandler:
             self.r.dedupe.put(provider.name, delivery, CachedAnswer(status, json.dumps(body).encode()))
         self._log_delivery(provider, delivery, pushes, body, status)
         return status, body, "accepted" if status < 500 else "write_failed"
+
+    async def _ping_authorized(
+        self, parsed_all: Sequence[Parsed], wreq: WebhookRequest, provider: Provider, config: Config
+    ) -> bool:
+        """A ping signed with the webhookSecret of a GitRepo of its repository is authentic too.
+
+        Without this, a host whose only secret is a GitRepo's own would see its "test delivery" fail.
+        """
+        if not config.secrets.gitrepo_secrets:
+            return False
+        urls = [u for p in parsed_all if isinstance(p, Ping | Ignored) for u in p.repo_urls]
+        cache: dict[tuple[str, str], tuple[bool, str]] = {}
+        for key in dict.fromkeys(k for k in map(self.r.index.key, urls) if k is not None):
+            for info in self.r.index.lookup(key):
+                if info.webhook_secret and (await self._authorized_for(info, wreq, provider, config, False, cache))[0]:
+                    return True
+        return False
 
     async def _authorized_for(
         self,

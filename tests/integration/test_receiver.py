@@ -304,3 +304,17 @@ async def test_polling_fallback_undoes_only_our_own_interval(env: ReceiverEnv) -
     assert "pollingInterval" not in quiet["spec"]
     assert MANAGED_INTERVAL_ANNOTATION not in quiet["metadata"].get("annotations", {})
     assert env.gitrepo("user-changed")["spec"]["pollingInterval"] == "2h"
+
+
+async def test_ping_signed_with_a_gitrepo_secret_is_accepted(env: ReceiverEnv) -> None:
+    from tests.support import raw_delivery
+
+    # The ping fixture names https://github.com/example-org/fleet-apps.
+    env.create_secret("own", {"github": "own-secret"})
+    env.create_gitrepo("apps", "https://github.com/example-org/fleet-apps", webhookSecret="own")
+    await env.start(f"watch:\n  namespaces: [{env.namespace}]\n")
+    await env.wait_indexed("apps")
+    ok = await env.send(raw_delivery("github", "ping", "own-secret"))
+    assert (ok.status, ok.body.get("ping")) == (200, True)
+    forged = await env.send(raw_delivery("github", "ping", "guess"))
+    assert forged.status == 401
