@@ -86,7 +86,8 @@ class SecretStore:
         except Exception as exc:
             if hit is not None:  # serve the last known value while the API is unreachable
                 return hit[1]
-            raise SecretUnavailable(f"{source.describe()}: {type(exc).__name__}") from None
+            where = source.describe() if source.is_directory else f"secret {self.namespace_of(source)}/{source.name}"
+            raise SecretUnavailable(f"{where}: {type(exc).__name__}") from None
         self._cache[cache_key] = (now, value)
         if len(self._cache) > 10_000:
             self._cache.clear()
