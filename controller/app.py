@@ -55,14 +55,25 @@ class Receiver:
     secrets: SecretStore
     metrics: Metrics
     updater: GitRepoUpdater | None
-    history: CommitHistory = field(default_factory=CommitHistory)
+    histories: dict[str, CommitHistory] = field(default_factory=dict)
     dedupe: DeliveryCache = field(default_factory=lambda: DeliveryCache(3600, 10_000))
     in_flight: int = 0
     accepting: bool = True
     api_healthy: bool = True
 
+    def history_for(self, route: Route) -> CommitHistory:
+        """Commit order learnt from this route's deliveries only, so one tenant cannot poison another's."""
+        history = self.histories.get(route.path)
+        if history is None:
+            history = self.histories[route.path] = CommitHistory()
+        return history
+
 
 RECEIVER = web.AppKey("receiver", Receiver)
+
+# Secret keys tried, in order, when a provider's own key holds nothing. Fleet's receiver handled
+# Gitea through its Gogs parser, so existing `gitjob-webhook` Secrets keep Gitea's secret under `gogs`.
+FALLBACK_SECRET_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {"gitea": (("gogs",),)}
 
 
 class HttpError(Exception):
@@ -75,13 +86,16 @@ class HttpError(Exception):
         self.outcome = outcome
         self.headers = headers or {}
         self.provider = "unknown"
+        self.delivery: str | None = None
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response with a trailing newline (friendlier for curl)."""
     return web.Response(
         status=status,
-        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n",
+        # Header values aiohttp could not decode as UTF-8 arrive as lone surrogates and may be echoed
+        # (event names, reasons); backslashreplace turns them into valid JSON \uXXXX escapes, not a 500.
+        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n",
         content_type="application/json",
         headers=headers,
     )
@@ -102,12 +116,13 @@ class WebhookHandler:
         config = self.r.holder.current
         route = config.route_for(request.path)
         provider_name, route_name = "unknown", route.path if route else "none"
+        delivery_id: str | None = None
         try:
             provider, status, body, headers, outcome = await self.handle(request, config, route)
             provider_name = provider.name if provider else "unknown"
         except HttpError as err:
             status, body, headers, outcome = err.status, {"error": err.reason}, err.headers, err.outcome
-            provider_name = err.provider
+            provider_name, delivery_id = err.provider, err.delivery
         self.r.metrics.requests.labels(provider_name, route_name, outcome, str(status)).inc()
         self.r.metrics.request_seconds.labels(provider_name).observe(time.monotonic() - started)
         if status >= 400 and "error" in body:
@@ -118,7 +133,7 @@ class WebhookHandler:
                     "route": route_name,
                     "status": status,
                     "reason": body["error"],
-                    "delivery": request.headers.get("X-GitHub-Delivery") or None,
+                    "delivery": delivery_id,
                 },
             )
         return json_response(status, body, headers)
@@ -131,6 +146,18 @@ class WebhookHandler:
             raise HttpError(404, f"no webhook route serves {request.path!r}", "unknown_route")
         if request.method != "POST":
             raise HttpError(405, "webhooks must be POSTed", "method_not_allowed", {"Allow": "POST"})
+        if self.r.in_flight >= config.limits.max_concurrent_requests:
+            # Checked before the body is read, so a flood of slow or large bodies cannot pile up in memory.
+            raise HttpError(503, "too many deliveries in progress", "busy", {"Retry-After": "1"})
+        self.r.in_flight += 1
+        try:
+            return await self._handle_counted(request, config, route)
+        finally:
+            self.r.in_flight -= 1
+
+    async def _handle_counted(
+        self, request: web.Request, config: Config, route: Route
+    ) -> tuple[Provider | None, int, dict[str, Any], dict[str, str], str]:
         body = await self._read_body(request, config)
         wreq = WebhookRequest(
             method=request.method,
@@ -149,18 +176,14 @@ class WebhookHandler:
                 )
             if not self.r.index.synced:
                 raise HttpError(503, "GitRepo index is not synced yet", "not_ready", {"Retry-After": "2"})
-            if self.r.in_flight >= config.limits.max_concurrent_requests:
-                raise HttpError(503, "too many deliveries in progress", "busy", {"Retry-After": "1"})
-            self.r.in_flight += 1
             try:
                 async with asyncio.timeout(config.limits.request_timeout_seconds):
                     status, payload, outcome = await self._process(wreq, provider, provider_cfg, config, route)
             except TimeoutError:
                 raise HttpError(503, "delivery took too long; retry later", "timeout", {"Retry-After": "5"}) from None
-            finally:
-                self.r.in_flight -= 1
         except HttpError as err:
             err.provider = provider.name
+            err.delivery = provider.delivery_id(wreq)
             raise
         return provider, status, payload, {}, outcome
 
@@ -183,7 +206,7 @@ class WebhookHandler:
                     chunks.append(chunk)
         except TimeoutError:
             raise HttpError(408, "body not received in time", "read_timeout", {"Connection": "close"}) from None
-        except (ConnectionError, web.HTTPException) as exc:
+        except (ConnectionError, web.HTTPException, web.RequestPayloadError) as exc:  # bad chunking/encoding
             raise HttpError(400, f"body could not be read: {type(exc).__name__}", "bad_body") from None
         return b"".join(chunks)
 
@@ -192,8 +215,9 @@ class WebhookHandler:
         if provider is None:
             raise HttpError(
                 400,
-                "not a recognized webhook: no X-GitHub-Event, X-Gitlab-Event, X-Event-Key, X-Gogs-Event, "
-                "X-Gitea-Event, X-Vss-ActivityId or X-Fleet-Webhook-Signature header",
+                "not a recognized webhook: none of the headers X-GitHub-Event, X-Gitlab-Event, X-Event-Key, "
+                "X-Hook-UUID, X-Gogs-Event, X-Gitea-Event, X-Forgejo-Event, X-Vss-ActivityId, "
+                "X-Vss-SubscriptionId, X-Fleet-Webhook-Event or X-Fleet-Webhook-Signature",
                 "unknown_provider",
             )
         if provider.name == "github" and config.provider("github").accept_sha1:
@@ -202,8 +226,12 @@ class WebhookHandler:
 
     async def _route_credentials(self, provider: Provider, config: Config, route: Route) -> list[Credential]:
         source = route.secret or config.secrets.source
+        suffix = config.secrets.previous_suffix
         try:
-            return await self.r.secrets.credentials(source, provider.secret_keys, config.secrets.previous_suffix)
+            creds = await self.r.secrets.credentials(source, provider.secret_keys, suffix)
+            for keys in FALLBACK_SECRET_KEYS.get(provider.name, ()):
+                creds = creds or await self.r.secrets.credentials(source, keys, suffix)
+            return creds
         except SecretUnavailable as exc:
             raise HttpError(
                 503, f"webhook secret unavailable ({exc})", "secret_unavailable", {"Retry-After": "5"}
@@ -242,18 +270,19 @@ class WebhookHandler:
                 self._warn_unauthenticated(provider, delivery)
             return self._non_push_answer(parsed_all, provider, delivery)
 
-        cached = self.r.dedupe.get(provider.name, delivery) if request_ok else None
+        dedupe_key = f"{route.path} {provider.name}"
+        cached = self.r.dedupe.get(dedupe_key, delivery) if request_ok else None
         if cached is not None:
             self.r.metrics.dedupe_hits.labels(provider.name).inc()
             body = json.loads(cached.body)
             body["duplicate"] = True
             return cached.status, body, "duplicate"
 
+        history = self.r.history_for(route)
         decisions: list[tuple[PushEvent, Decision]] = []
         for push in pushes:
-            for decision in plan(push, self.r.index, config, route, self.r.history):
+            for decision in plan(push, self.r.index, config, route, history):
                 decisions.append((push, decision))
-        decisions = decisions[: config.limits.max_gitrepos_per_delivery]
 
         auth_cache: dict[tuple[str, str], tuple[bool, str]] = {}
         authorized_any = request_ok
@@ -263,15 +292,16 @@ class WebhookHandler:
             authorized_any |= ok
             checked.append((push, decision, None if ok else why))
         if not authorized_any:
-            raise self._unauthorized(provider, verdict, config, route)
+            tried_own = any(d.gitrepo.webhook_secret for _, d in decisions) and config.secrets.gitrepo_secrets
+            raise self._unauthorized(provider, verdict, config, route, tried_gitrepo_secrets=tried_own)
         if unauthenticated_ok:
             self._warn_unauthenticated(provider, delivery)
 
         for push in pushes:
-            self.r.history.learn(push)
-        status, body = await self._apply(checked, config, provider, delivery)
+            history.learn(push)
+        status, body = await self._apply(checked, config, route, provider, delivery, history, request_ok)
         if status < 500:
-            self.r.dedupe.put(provider.name, delivery, CachedAnswer(status, json.dumps(body).encode()))
+            self.r.dedupe.put(dedupe_key, delivery, CachedAnswer(status, json.dumps(body).encode()))
         self._log_delivery(provider, delivery, pushes, body, status)
         return status, body, "accepted" if status < 500 else "write_failed"
 
@@ -311,6 +341,11 @@ class WebhookHandler:
             creds = await self.r.secrets.gitrepo_credentials(
                 info.namespace, info.webhook_secret, provider.secret_keys, config.secrets.previous_suffix
             )
+            for keys in FALLBACK_SECRET_KEYS.get(provider.name, ()):
+                if creds == []:
+                    creds = await self.r.secrets.gitrepo_credentials(
+                        info.namespace, info.webhook_secret, keys, config.secrets.previous_suffix
+                    )
         except SecretUnavailable as exc:
             raise HttpError(
                 503, f"webhook secret unavailable ({exc})", "secret_unavailable", {"Retry-After": "5"}
@@ -318,8 +353,8 @@ class WebhookHandler:
         if creds is None:
             result = (False, f"spec.webhookSecret {info.webhook_secret!r} not found in namespace {info.namespace!r}")
         elif not creds:
-            keys = ", ".join(provider.secret_keys)
-            result = (False, f"spec.webhookSecret {info.webhook_secret!r} has no key {keys}")
+            names = ", ".join(provider.secret_keys)
+            result = (False, f"spec.webhookSecret {info.webhook_secret!r} has no key {names}")
         elif provider.verify(wreq, creds) is Verdict.OK:
             result = (True, "")
         else:
@@ -331,22 +366,37 @@ class WebhookHandler:
         self,
         checked: Sequence[tuple[PushEvent, Decision, str | None]],
         config: Config,
+        route: Route,
         provider: Provider,
         delivery: str | None,
+        history: CommitHistory,
+        request_ok: bool,
     ) -> tuple[int, dict[str, Any]]:
+        """Write what was decided and build the answer.
+
+        The answer never lists GitRepos the caller has no business knowing about: those in
+        namespaces the route may not update, and, for a caller authenticated only by one GitRepo's
+        own webhookSecret, the GitRepos that secret does not cover. They are only counted.
+        """
         updated: list[dict[str, Any]] = []
         unchanged: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         to_write: list[tuple[PushEvent, Decision]] = []
+        hidden = 0
         for push, decision, auth_problem in checked:
             info = decision.gitrepo
-            if auth_problem:
+            if not route.allows_namespace(info.namespace) or (auth_problem and not request_ok):
+                hidden += 1
+            elif auth_problem:
                 skipped.append(_gitrepo_entry(info, reason=auth_problem, via=decision.via))
             elif decision.action is Action.SKIP:
                 skipped.append(_gitrepo_entry(info, reason=decision.reason, via=decision.via))
             elif decision.action is Action.UNCHANGED:
-                unchanged.append(_gitrepo_entry(info, commit=push.commit, reason=decision.reason))
+                unchanged.append(_gitrepo_entry(info, commit=push.commit, reason=decision.reason, via=decision.via))
+            elif len(to_write) >= config.limits.max_gitrepos_per_delivery:
+                reason = f"over limits.maxGitReposPerDelivery ({config.limits.max_gitrepos_per_delivery})"
+                skipped.append(_gitrepo_entry(info, reason=reason, via=decision.via))
             else:
                 to_write.append((push, decision))
         if to_write:
@@ -354,16 +404,14 @@ class WebhookHandler:
                 raise HttpError(503, "no Kubernetes API configured", "no_api")
             deadline = time.monotonic() + config.limits.request_timeout_seconds
             results: list[WriteResult] = await asyncio.gather(
-                *(self.r.updater.record(d.gitrepo, p, config.polling, deadline) for p, d in to_write)
+                *(self.r.updater.record(d.gitrepo, p, config.polling, deadline, history) for p, d in to_write)
             )
             for (push, decision), result in zip(to_write, results, strict=True):
                 entry = _gitrepo_entry(result.gitrepo, commit=push.commit, via=decision.via)
                 if result.outcome is Outcome.UPDATED:
-                    updated.append(
-                        {**entry, "pollingIntervalSet": result.polling_interval_set}
-                        if result.polling_interval_set
-                        else entry
-                    )
+                    if result.polling_interval_set:
+                        entry["pollingIntervalSet"] = result.polling_interval_set
+                    updated.append(entry)
                 elif result.outcome is Outcome.UNCHANGED:
                     unchanged.append({**entry, "reason": result.reason})
                 elif result.outcome is Outcome.SKIPPED:
@@ -377,10 +425,12 @@ class WebhookHandler:
             "unchanged": unchanged,
             "skipped": skipped,
         }
+        if hidden:
+            body["notListed"] = hidden
         if failed:
             body["failed"] = failed
             return 503, body
-        if not (updated or unchanged or skipped):
+        if not (updated or unchanged or skipped or hidden):
             body["reason"] = "no GitRepo matches this repository"
         return 200, body
 
@@ -407,9 +457,23 @@ class WebhookHandler:
             "ignored",
         )
 
-    def _unauthorized(self, provider: Provider, verdict: Verdict | None, config: Config, route: Route) -> HttpError:
+    def _unauthorized(
+        self,
+        provider: Provider,
+        verdict: Verdict | None,
+        config: Config,
+        route: Route,
+        *,
+        tried_gitrepo_secrets: bool = False,
+    ) -> HttpError:
         source = (route.secret or config.secrets.source).describe()
-        if verdict is None:
+        if tried_gitrepo_secrets:
+            reason = (
+                f"{provider.name} signature/token matches neither {source} nor the spec.webhookSecret "
+                "of the GitRepos of this repository"
+            )
+            label = "mismatch"
+        elif verdict is None:
             keys = " and ".join(repr(k) for k in provider.secret_keys)
             reason = (
                 f"no secret configured for {provider.name}: add key {keys} to {source} "

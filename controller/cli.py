@@ -155,11 +155,23 @@ def run_explain(args: argparse.Namespace) -> int:
     except Exception as exc:  # the cluster could not be listed: say so instead of a traceback
         print(f"cannot list GitRepos from the cluster: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    if config.route_for(args.route) is None:
+        print(f"no route of the config serves {args.route!r} (the receiver would answer 404)", file=sys.stderr)
+        return 2
     if not events:
         print(f"the payload holds no {args.provider} push (a ping or another event?)", file=sys.stderr)
         return 1
     results = explain.explain(events, gitrepos, config, args.route)
-    print(explain.render_json(results) if args.output == "json" else explain.render_text(results, args.route))
+    if args.output == "json":
+        print(explain.render_json(results))
+    else:
+        print(explain.render_text(results, args.route))
+        polling = config.polling
+        if polling.manage:
+            print(
+                f"polling: a GitRepo without spec.pollingInterval polls every {polling.default_interval} (Fleet's "
+                f"default) until a webhook reaches it; then it is set to {polling.webhook_interval}"
+            )
     return 0 if any(r.would_update or r.unchanged for r in results) else 1
 
 

@@ -16,6 +16,10 @@ from controller.normalize import RepoKey, repo_key
 
 # Annotation that marks a pollingInterval this controller set, holding the value it wrote.
 MANAGED_INTERVAL_ANNOTATION = "fleet-webhook.cattle.io/polling-interval-set"
+# Payload URLs whose key `GitRepoIndex.key` remembers. Every push to a repository names the same few
+# URLs, so after the first delivery its keys cost a dict lookup instead of a parse. Bounded: when
+# full the memo is emptied, so a flood of made-up URLs costs at most what it would without it.
+KEY_MEMO_SIZE = 4096
 
 Keyer = Callable[[str], RepoKey | None]
 
@@ -107,6 +111,7 @@ class GitRepoIndex:
         self._by_ref: dict[tuple[str, str], GitRepoInfo] = {}
         self._by_key: dict[RepoKey, tuple[GitRepoInfo, ...]] = {}
         self._key_of: dict[tuple[str, str], RepoKey | None] = {}
+        self._key_memo: dict[str, RepoKey | None] = {}
         self.synced = False
 
     def __len__(self) -> int:
@@ -116,8 +121,15 @@ class GitRepoIndex:
         return iter(tuple(self._by_ref.values()))
 
     def key(self, url: str) -> RepoKey | None:
-        """The normalized key of `url` under the current normalization settings."""
-        return self._keyer(url)
+        """The normalized key of `url` under the current normalization settings (memoized)."""
+        memo = self._key_memo
+        if url in memo:
+            return memo[url]
+        key = self._keyer(url)
+        if len(memo) >= KEY_MEMO_SIZE:
+            memo.clear()
+        memo[url] = key
+        return key
 
     def lookup(self, key: RepoKey) -> tuple[GitRepoInfo, ...]:
         """Every GitRepo whose spec.repo normalizes to `key`."""
@@ -153,6 +165,7 @@ class GitRepoIndex:
         """Swap in a complete new content (after a full list, or when normalization settings change)."""
         if keyer is not None:
             self._keyer = keyer
+            self._key_memo = {}
         by_ref: dict[tuple[str, str], GitRepoInfo] = {}
         grouped: dict[RepoKey, list[GitRepoInfo]] = {}
         key_of: dict[tuple[str, str], RepoKey | None] = {}

@@ -12,6 +12,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
 from controller.settings import LogFormat, LogLevel
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
@@ -55,6 +58,30 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class ClientErrorFilter(logging.Filter):
+    """Rewrites aiohttp's reports of malformed requests into one INFO line without a traceback.
+
+    aiohttp logs every request it cannot parse (bad request line, oversized header, broken chunking,
+    undecodable Content-Encoding) at ERROR with a traceback, and the message quotes the offending
+    line, which may be a client's `Authorization` or token header. These are the client's fault and
+    are answered 400, so anyone on the network could otherwise flood the error log, and leak their
+    own credentials into it. Only the exception's class name is kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError | RequestPayloadError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "malformed HTTP request refused", ()
+            record.exc_info, record.exc_text = None, None
+            record.error = type(exc).__name__
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
+CLIENT_ERRORS = ClientErrorFilter()
+
+
 def configure(level: LogLevel, fmt: LogFormat) -> None:
     """Install the formatter on the root logger (idempotent)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -63,5 +90,6 @@ def configure(level: LogLevel, fmt: LogFormat) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.value.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(CLIENT_ERRORS)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)

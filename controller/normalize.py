@@ -72,6 +72,7 @@ Provider-specific path shapes:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -108,8 +109,11 @@ _MIN_SEGMENTS: Final[Mapping[str, int]] = MappingProxyType(
     {"github.com": 2, "gitlab.com": 2, "bitbucket.org": 2, AZURE_HOST: 3}
 )
 
-_SCHEME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
-_HOST_LABEL_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+# Character checks run on every payload URL of every delivery, so they are compiled patterns (one C
+# loop) rather than per-character Python loops, which were most of the cost of `repo_key`.
+_SCHEME: Final = re.compile(r"[A-Za-z0-9+.\-]+")
+_HOST_LABELS: Final = re.compile(r"[a-z0-9_\-]+(?:\.[a-z0-9_\-]+)*")  # non-empty labels, dot-separated
+_CONTROL_CHAR: Final = re.compile(r"[\x00-\x1f\x7f]")
 _IPV6_CHARS: Final = frozenset("0123456789abcdef:.")
 _AZURE_GIT_VARIANTS: Final = frozenset({"_full", "_optimized"})
 _REDACT_LIMIT: Final = 200
@@ -256,7 +260,7 @@ def _parse(url: str, case_sensitive_path: bool, aliases: Mapping[str, str] | Non
 
 
 def _has_control_chars(text: str) -> bool:
-    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+    return _CONTROL_CHAR.search(text) is not None
 
 
 def _cut_query(path: str) -> str:
@@ -268,7 +272,7 @@ def _cut_query(path: str) -> str:
 def _split(text: str) -> tuple[str, str]:
     """(host[:port] with userinfo removed, raw path) for URL and scp-like syntax."""
     scheme, sep, rest = text.partition("://")
-    if sep and scheme and all(ch in _SCHEME_CHARS for ch in scheme):
+    if sep and scheme and _SCHEME.fullmatch(scheme):
         if scheme.lower() not in SUPPORTED_SCHEMES:
             raise _Unusable(f"unsupported scheme {scheme.lower()!r}")
         end = len(rest)
@@ -331,8 +335,7 @@ def _normalize_host(raw: str) -> str:
         if not host.endswith("]") or not inner or not all(ch in _IPV6_CHARS for ch in inner):
             raise _Unusable("invalid host")
         return host
-    labels = host.split(".")
-    if not all(label and all(ch in _HOST_LABEL_CHARS for ch in label) for label in labels):
+    if not _HOST_LABELS.fullmatch(host):
         raise _Unusable("invalid host (ASCII letters, digits, '-', '_' and dots only)")
     return host
 

@@ -99,6 +99,7 @@ class ConfigReloader:
             if self.holder.status.last_error:
                 # Back to the content that is serving: the problem is gone.
                 self.holder.status = ReloadStatus(self.holder.status.loaded_at, digest)
+                self.on_result(True)
             return False
         if not digest and self.holder.status.last_error and "cannot read" in self.holder.status.last_error:
             return False

@@ -24,7 +24,6 @@ from controller.dedupe import DeliveryCache
 from controller.index import GitRepoIndex, gitrepo_info
 from controller.kube import Kube, load_api_client
 from controller.metrics import Metrics
-from controller.records import CommitHistory
 from controller.reload import ConfigHolder, ConfigReloader, file_digest
 from controller.secrets import SecretStore
 from controller.settings import Settings
@@ -32,6 +31,25 @@ from controller.sync import IndexSync, keyer_for
 from controller.updater import GitRepoUpdater
 
 log = logging.getLogger("fleet_webhook.serve")
+
+# Slow clients. aiohttp has no separate header-read timeout, but its keep-alive timer is armed as soon
+# as a connection is accepted (and again after each response), and when it fires it closes the
+# connection if no complete request head has arrived (aiohttp >= 3.10,
+# `web_protocol.RequestHandler._process_keepalive`). So `keepalive_timeout` is the header timeout:
+# a client that connects and sends nothing, or trickles its headers byte by byte (slow loris), is
+# disconnected after HEADER_TIMEOUT_SECONDS, and idle keep-alive connections are bounded by the same
+# value. Once the head is complete the handler runs and the body must arrive within
+# `limits.readTimeoutSeconds` (408). After a 408/413 answer aiohttp keeps reading and discarding the
+# unread body for `lingering_time` so the client sees the answer; LINGERING_SECONDS caps that.
+# Request line and header sizes stay at aiohttp's limits (8190 bytes, 128 headers; larger is 400).
+# tests/unit/test_bad_input.py proves these against the pinned aiohttp.
+HEADER_TIMEOUT_SECONDS = 10.0
+LINGERING_SECONDS = 2.0
+
+
+def server_options(header_timeout: float = HEADER_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """Connection-level limits for aiohttp's request handler (see HEADER_TIMEOUT_SECONDS above)."""
+    return {"keepalive_timeout": header_timeout, "lingering_time": LINGERING_SECONDS}
 
 
 def initial_config(settings: Settings) -> tuple[Config, str]:
@@ -96,14 +114,13 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
     metrics.config_last_success.set(time.time())
     metrics.config_valid.set(1)
     index = GitRepoIndex(keyer_for(config.watch))
-    history = CommitHistory()
 
     def on_written(obj: dict[str, Any]) -> None:
         info = gitrepo_info(obj)
         if info is not None:
             index.upsert(info)
 
-    updater = GitRepoUpdater(kube, metrics, history, on_written)
+    updater = GitRepoUpdater(kube, metrics, on_written)
     secrets = SecretStore(kube.read_secret, settings.namespace, config.secrets.cache_seconds)
     receiver = Receiver(
         holder=holder,
@@ -111,7 +128,6 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
         secrets=secrets,
         metrics=metrics,
         updater=updater,
-        history=history,
         dedupe=DeliveryCache(config.limits.dedupe_seconds, config.limits.dedupe_entries),
     )
     sync = IndexSync(kube, index, loop)
@@ -149,7 +165,13 @@ async def serve(settings: Settings) -> int:
 
     parts.sync.start(config.watch)
     app = make_app(receiver)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+        **server_options(),
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=512, reuse_address=True)
     await site.start()
@@ -170,8 +192,14 @@ async def serve(settings: Settings) -> int:
         tasks.append(asyncio.create_task(reloader.run()))
 
     await stop.wait()
+    receiver.accepting = False  # /readyz now answers 503
+    if settings.shutdown_delay_seconds > 0:
+        # Keep serving while Kubernetes removes the pod from the Service's endpoints; a delivery routed
+        # here in the meantime would otherwise be refused, and GitHub does not retry.
+        log.info("shutting down: not ready, still serving", extra={"delay_seconds": settings.shutdown_delay_seconds})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.Event().wait(), settings.shutdown_delay_seconds)
     log.info("shutting down: finishing in-flight deliveries", extra={"grace_seconds": settings.shutdown_grace_seconds})
-    receiver.accepting = False
     if reloader is not None:
         reloader.stop()
     await runner.cleanup()  # stops listening, waits for in-flight handlers up to shutdown_timeout

@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = Field(default=LogLevel.INFO, description="Minimum log level.")
     log_format: LogFormat = Field(default=LogFormat.JSON, description="Log line format: json or text.")
+    shutdown_delay_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description=(
+            "On SIGTERM, keep serving this long with /readyz failing before closing the listener, so "
+            "endpoints are updated first (the chart sets 5)."
+        ),
+    )
     shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, le=600, description="On SIGTERM, time allowed for in-flight deliveries to finish."
     )

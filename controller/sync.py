@@ -61,7 +61,7 @@ class IndexSync:
         """Restart watchers when the watched namespaces change; re-key when URL rules change."""
         if old.watch.namespaces != new.watch.namespaces:
             self.stop()
-            self.index.replace_all([])
+            self.index.replace_all([], keyer_for(new.watch))
             self.start(new.watch)
         elif (old.watch.case_sensitive_paths, old.watch.ssh_host_aliases) != (
             new.watch.case_sensitive_paths,

@@ -60,20 +60,24 @@ class GitRepoUpdater:
         self,
         kube: Kube,
         metrics: Metrics,
-        history: CommitHistory,
         on_written: Callable[[dict[str, Any]], None],
     ) -> None:
         self.kube = kube
         self.metrics = metrics
-        self.history = history
         self.on_written = on_written
         self._background: set[asyncio.Task[None]] = set()
 
-    async def record(self, info: GitRepoInfo, event: PushEvent, policy: PollingPolicy, deadline: float) -> WriteResult:
-        """Write `event.commit` to one GitRepo; never raises for API trouble (returns FAILED)."""
+    async def record(
+        self, info: GitRepoInfo, event: PushEvent, policy: PollingPolicy, deadline: float, history: CommitHistory
+    ) -> WriteResult:
+        """Write `event.commit` to one GitRepo; never raises for API trouble (returns FAILED).
+
+        `history` is the commit order known to the route the delivery came in on; after a conflict
+        it decides whether the commit now stored is newer than ours.
+        """
         started = time.monotonic()
         try:
-            result = await self._record_status(info, event, deadline)
+            result = await self._record_status(info, event, deadline, history)
         except Forbidden as exc:
             self.metrics.gitrepo_write_failures.labels("forbidden").inc()
             return WriteResult(info, Outcome.FAILED, f"RBAC refused the status write: {exc}")
@@ -90,7 +94,9 @@ class GitRepoUpdater:
         self._emit_event(result.gitrepo, event)
         return WriteResult(result.gitrepo, Outcome.UPDATED, "commit recorded", interval)
 
-    async def _record_status(self, info: GitRepoInfo, event: PushEvent, deadline: float) -> WriteResult:
+    async def _record_status(
+        self, info: GitRepoInfo, event: PushEvent, deadline: float, history: CommitHistory
+    ) -> WriteResult:
         current = info
         attempt = 0
         while True:
@@ -111,7 +117,7 @@ class GitRepoUpdater:
                 current = fresh
                 if current.webhook_commit == event.commit:
                     return WriteResult(current, Outcome.UNCHANGED, "already at this commit")
-                if current.webhook_commit and self.history.precedes(event.commit, current.webhook_commit):
+                if current.webhook_commit and history.precedes(event.commit, current.webhook_commit):
                     return WriteResult(current, Outcome.SKIPPED, "out of order: a newer commit was recorded")
                 continue
             except NotFound:
@@ -140,8 +146,8 @@ class GitRepoUpdater:
         """Set our interval when none is set; returns the value written, or None."""
         current = info
         for _ in range(MAX_CONFLICT_RETRIES):
-            if current.polling_interval is not None:
-                return None
+            if current.polling_interval is not None or current.disable_polling:
+                return None  # a user's interval is theirs; with polling disabled an interval is meaningless
             try:
                 obj = await self.kube.patch_gitrepo(
                     current.namespace,

@@ -34,7 +34,7 @@ build_etcd() {
 build_kube_apiserver() {
   local out="$cache/kube-apiserver-$KUBE_VERSION/kube-apiserver"
   [ -x "$out" ] && return 0
-  need_go; log "building kube-apiserver $KUBE_VERSION (first run only; ~15 min on 2 cores)"
+  need_go; log "building kube-apiserver $KUBE_VERSION (first run only; 5-10 min on 2 cores)"
   mkdir -p "$(dirname "$out")"
   local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
   local ld="-s -w" pkg
