@@ -89,6 +89,11 @@ class HttpError(Exception):
         self.delivery: str | None = None
 
 
+def _rekey(creds: Sequence[Credential], keys: Sequence[str]) -> list[Credential]:
+    """Credential sets read under fallback keys, renamed to the keys the provider verifies with."""
+    return [dict(zip(keys, c.values(), strict=False)) for c in creds]
+
+
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response with a trailing newline (friendlier for curl)."""
     return web.Response(
@@ -230,7 +235,7 @@ class WebhookHandler:
         try:
             creds = await self.r.secrets.credentials(source, provider.secret_keys, suffix)
             for keys in FALLBACK_SECRET_KEYS.get(provider.name, ()):
-                creds = creds or await self.r.secrets.credentials(source, keys, suffix)
+                creds = creds or _rekey(await self.r.secrets.credentials(source, keys, suffix), provider.secret_keys)
             return creds
         except SecretUnavailable as exc:
             raise HttpError(
@@ -343,9 +348,10 @@ class WebhookHandler:
             )
             for keys in FALLBACK_SECRET_KEYS.get(provider.name, ()):
                 if creds == []:
-                    creds = await self.r.secrets.gitrepo_credentials(
+                    fallback = await self.r.secrets.gitrepo_credentials(
                         info.namespace, info.webhook_secret, keys, config.secrets.previous_suffix
                     )
+                    creds = _rekey(fallback or [], provider.secret_keys)
         except SecretUnavailable as exc:
             raise HttpError(
                 503, f"webhook secret unavailable ({exc})", "secret_unavailable", {"Retry-After": "5"}

@@ -318,3 +318,20 @@ async def test_ping_signed_with_a_gitrepo_secret_is_accepted(env: ReceiverEnv) -
     assert (ok.status, ok.body.get("ping")) == (200, True)
     forged = await env.send(raw_delivery("github", "ping", "guess"))
     assert forged.status == 401
+
+
+async def test_disable_polling_and_the_per_delivery_limit(env: ReceiverEnv) -> None:
+    https, ssh = forms("github", "limited")
+    env.create_gitrepo("a-no-polling", https, disablePolling=True)
+    env.create_gitrepo("b-second", https)
+    env.create_gitrepo("c-third", https)
+    await env.start(f"watch:\n  namespaces: [{env.namespace}]\nlimits:\n  maxGitReposPerDelivery: 2\n")
+    await env.wait_indexed("a-no-polling", "b-second", "c-third")
+    resp = await env.send(delivery("github", https_url=https, ssh_url=ssh, commit=sha("lim"), secret=SECRET))
+    assert resp.status == 200
+    assert resp.names("updated") == {"a-no-polling", "b-second"}
+    [over] = resp.body["skipped"]
+    assert over["name"] == "c-third"
+    assert "maxGitReposPerDelivery" in over["reason"]
+    assert "pollingInterval" not in env.gitrepo("a-no-polling")["spec"], "disablePolling: no interval is set"
+    assert env.gitrepo("b-second")["spec"]["pollingInterval"] == "1h"

@@ -232,3 +232,26 @@ async def test_probes_answer(aiohttp_client: ClientFactory, path: str) -> None:
     client = await aiohttp_client(make_app(receiver()))
     resp = await client.get(path)
     assert resp.status == 200
+
+
+async def test_duplicate_delivery_ids_are_remembered_per_route(aiohttp_client: ClientFactory) -> None:
+    r = receiver("routes:\n  - path: /a\n  - path: /b\n")
+    client = await aiohttp_client(make_app(r))
+    d = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET, delivery_id="same-id")
+    _, first = await post(client, "/a", d.headers, d.body)
+    _, again = await post(client, "/a", d.headers, d.body)
+    _, other_route = await post(client, "/b", d.headers, d.body)
+    assert "duplicate" not in first
+    assert again["duplicate"] is True
+    assert "duplicate" not in other_route
+
+
+async def test_gitea_secret_falls_back_to_fleets_gogs_key(aiohttp_client: ClientFactory) -> None:
+    r = receiver(secrets={f"{NS}/gitjob-webhook": {"gogs": "gogs-key-value"}})
+    client = await aiohttp_client(make_app(r))
+    d = delivery("gitea", https_url=URL, commit=sha("a"), secret="gogs-key-value")
+    status, _ = await post(client, "/", d.headers, d.body)
+    assert status == 200
+    wrong = delivery("gitea", https_url=URL, commit=sha("a"), secret="other")
+    status, _ = await post(client, "/", wrong.headers, wrong.body)
+    assert status == 401
