@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_BIN := .cache/tools/bin
 
-.PHONY: test unit lint tools cluster run venv clean help
+.PHONY: test unit lint tools cluster run venv clean help chart-schema
 
 help:
 	@echo "make test      set up everything and run ruff, mypy and every test suite (what CI runs)"
@@ -46,3 +46,8 @@ run: $(STAMP) tools
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+
+# chart/values.schema.json = schema/config.schema.json + the chart's settings (descriptions from chart/values.yaml).
+# tests/chart/test_values_schema.py fails when the committed file is stale.
+chart-schema: $(STAMP)
+	$(PY) tools/gen_values_schema.py

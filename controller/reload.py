@@ -20,9 +20,13 @@ from pathlib import Path
 
 import watchfiles
 
-from controller.config import Config, ConfigError, load_file
+from controller.config import Config, ConfigError, ConfigProblem, load_file
 
 log = logging.getLogger("fleet_webhook.reload")
+# A file emptied while serving is almost always caught mid-write (truncated, then rewritten), not a wish
+# to fall back to every default, which would silently drop route namespace and provider limits. On
+# reload it is refused like an invalid file; `{}` still selects the defaults on purpose.
+EMPTY_FILE_DIGEST = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,9 @@ class ConfigReloader:
         if not digest and self.holder.status.last_error and "cannot read" in self.holder.status.last_error:
             return False
         try:
+            if digest == EMPTY_FILE_DIGEST:
+                problem = "file is empty (mid-write?); write `{}` to select the defaults"
+                raise ConfigError([ConfigProblem(str(self.path), None, "$", problem)])
             config = await asyncio.to_thread(load_file, self.path)
         except ConfigError as exc:
             message = str(exc)

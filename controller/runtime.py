@@ -74,8 +74,8 @@ async def polling_fallback(receiver: Receiver, updater: GitRepoUpdater, stop: as
         period = 60.0 if policy.fallback_after_seconds <= 0 else min(60.0, max(1.0, policy.fallback_after_seconds / 10))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), period)
-        if stop.is_set() or policy.fallback_after_seconds <= 0 or not receiver.index.synced:
-            continue
+        if stop.is_set() or not policy.manage or policy.fallback_after_seconds <= 0 or not receiver.index.synced:
+            continue  # with manage off the controller may not patch GitRepos at all (the chart drops that right)
         for info in receiver.index:
             if info.managed_interval is None or info.polling_interval != info.managed_interval:
                 continue

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from controller.config import SecretSource
+from controller.kube import Forbidden
 from controller.providers.base import Credential
 
 SecretReader = Callable[[str, str], Awaitable[dict[str, bytes] | None]]
@@ -83,6 +84,9 @@ class SecretStore:
                 value = await asyncio.to_thread(_read_directory, source.directory)
             else:
                 value = await self._reader(self.namespace_of(source), source.name)
+        except Forbidden:
+            where = f"secret {self.namespace_of(source)}/{source.name}"
+            raise SecretUnavailable(f"{where}: the controller's RBAC does not allow reading it") from None
         except Exception as exc:
             if hit is not None:  # serve the last known value while the API is unreachable
                 return hit[1]

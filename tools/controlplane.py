@@ -441,6 +441,22 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+_TMP_PREFIX = "fleet-webhook-cp-"
+
+
+def _remove_stale_tmpdirs(parent: Path | None) -> None:
+    """Remove temp dirs left by a control plane whose Python process was SIGKILLed (its children die
+    with it through PR_SET_PDEATHSIG, but nobody removes the folder)."""
+    for folder in Path(parent or tempfile.gettempdir()).glob(_TMP_PREFIX + "*"):
+        try:
+            pid = int((folder / "owner.pid").read_text())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # no pid file yet, not ours to judge, or alive (PermissionError)
+
+
 def new_api_client(kubeconfig: str | Path) -> ApiClient:
     """`kubernetes.config.new_client_from_config` for a kubeconfig file, typed. Close the client."""
     from kubernetes import config as kube_config
@@ -541,7 +557,9 @@ class ControlPlane:
             t0 = time.monotonic()
             bin_dir = self._bin_dir or find_tools_bin()
             self._bin_dir = bin_dir
-            self._tmpdir = Path(tempfile.mkdtemp(prefix="fleet-webhook-cp-", dir=self._tmp_parent))
+            _remove_stale_tmpdirs(self._tmp_parent)
+            self._tmpdir = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=self._tmp_parent))
+            (self._tmpdir / "owner.pid").write_text(str(os.getpid()))
             if not self._atexit_registered:
                 atexit.register(self.stop)
                 self._atexit_registered = True
@@ -645,11 +663,15 @@ class ControlPlane:
             self._start_etcd()
 
     def restart_etcd(self, grace: float = 1.0) -> None:
-        """Stop and start etcd (same ports, same data); waits for its /health. kube-apiserver
-        reconnects by itself (its first requests after the restart may still fail briefly)."""
+        """Stop and start etcd (same ports, same data); waits for its /health and, if kube-apiserver
+        runs, for its /readyz (which checks etcd). kube-apiserver reconnects by itself; a request
+        racing the reconnect may still fail once, so callers should retry briefly."""
         with self._lock:
             self.stop_etcd(grace)
             self._start_etcd()
+            if self._apiserver is not None:
+                log_path = self.tmpdir / "kube-apiserver.log"
+                self._wait("kube-apiserver", self._apiserver, log_path, self._apiserver_ready, interval=0.05)
 
     # -- kube-apiserver ------------------------------------------------------------------------------
 
@@ -934,6 +956,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="startup timeout in seconds")
     args = parser.parse_args(argv)
 
+    # SIGINT may be inherited as ignored (e.g. `make cluster &`); make Ctrl-C / kill -INT always work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_exit)
     signal.signal(signal.SIGHUP, _raise_exit)
 

@@ -84,3 +84,14 @@ async def test_missing_gitrepo_secret_is_none_not_empty() -> None:
 
     store = SecretStore(read, "ns", ttl=0)
     assert await store.gitrepo_credentials("team", "absent", ("github",), ".p") is None
+
+
+async def test_rbac_refusal_is_named_not_hidden() -> None:
+    from controller.kube import Forbidden
+
+    async def read(namespace: str, name: str) -> dict[str, bytes] | None:
+        raise Forbidden("403 Forbidden")
+
+    store = SecretStore(read, "ns", ttl=0)
+    with pytest.raises(SecretUnavailable, match="RBAC does not allow reading it"):
+        await store.credentials(SecretSource(name="gitjob-webhook"), ("github",), ".p")
