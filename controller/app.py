@@ -1,10 +1,11 @@
 """The aiohttp application: routes, the webhook handler, health and metrics.
 
 Status codes are decided in one readable order (see `WebhookHandler.handle`):
-404 unknown route -> 405 not POST -> 413 too large (Content-Length, then a capped read) ->
-408 body too slow -> 400 no known provider -> 404 provider not served on this route ->
-503 not ready / too busy -> 401 credentials -> 400/415 payload -> 200 (with reasons per GitRepo)
-or 503 when some GitRepo could not be written (providers that retry will retry).
+404 unknown route -> 405 not POST -> 503 too busy (before any body is read) -> 413 too large
+(Content-Length, then a capped read) -> 408 body too slow -> 400 no known provider -> 404 provider
+disabled or not served on this route -> 503 index not synced -> 503 secret unreadable -> 401
+credentials -> 415/400 payload -> 200 (with reasons per GitRepo) or 503 when some GitRepo could not
+be written (providers that retry will retry).
 """
 
 from __future__ import annotations
