@@ -191,7 +191,8 @@ class WebhookHandler:
             err.provider = provider.name
             err.delivery = provider.delivery_id(wreq)
             raise
-        return provider, status, payload, {}, outcome
+        retry = {"Retry-After": "5"} if status == 503 else {}  # some GitRepo write failed: ask for a retry
+        return provider, status, payload, retry, outcome
 
     async def _read_body(self, request: web.Request, config: Config) -> bytes:
         """Read the body under the size cap and the read timeout, never buffering past the cap."""

@@ -47,6 +47,22 @@ HEADER_TIMEOUT_SECONDS = 10.0
 LINGERING_SECONDS = 2.0
 
 
+# Graceful shutdown. aiohttp's `runner.cleanup()` marks every open connection as closing before it waits
+# for handlers, and a closing connection stops reading: a delivery whose body was still arriving at
+# SIGTERM could never complete (it got 408 once limits.readTimeoutSeconds ran out). So `serve` closes
+# the listener itself, waits up to the grace period for the deliveries in progress (`Receiver.in_flight`
+# counts them from before their body is read), and only then lets aiohttp close what is left; a handler
+# still running at that point gets FINAL_CANCEL_SECONDS more. tests/integration/test_shutdown.py.
+FINAL_CANCEL_SECONDS = 1.0
+
+
+async def drain_deliveries(receiver: Receiver, within: float) -> None:
+    """Wait until no delivery is in progress, for at most `within` seconds."""
+    deadline = time.monotonic() + within
+    while receiver.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110 - a counter, not an event
+        await asyncio.sleep(0.05)
+
+
 def server_options(header_timeout: float = HEADER_TIMEOUT_SECONDS) -> dict[str, Any]:
     """Connection-level limits for aiohttp's request handler (see HEADER_TIMEOUT_SECONDS above)."""
     return {"keepalive_timeout": header_timeout, "lingering_time": LINGERING_SECONDS}
@@ -169,7 +185,7 @@ async def serve(settings: Settings) -> int:
         app,
         handle_signals=False,
         access_log=None,
-        shutdown_timeout=settings.shutdown_grace_seconds,
+        shutdown_timeout=FINAL_CANCEL_SECONDS,  # the grace period itself is `drain_deliveries`
         **server_options(),
     )
     await runner.setup()
@@ -202,7 +218,9 @@ async def serve(settings: Settings) -> int:
     log.info("shutting down: finishing in-flight deliveries", extra={"grace_seconds": settings.shutdown_grace_seconds})
     if reloader is not None:
         reloader.stop()
-    await runner.cleanup()  # stops listening, waits for in-flight handlers up to shutdown_timeout
+    await site.stop()  # no new connections; open ones are still read (see FINAL_CANCEL_SECONDS)
+    await drain_deliveries(receiver, settings.shutdown_grace_seconds)
+    await runner.cleanup()  # closes idle keep-alive connections, cancels what is still running
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

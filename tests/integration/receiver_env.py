@@ -10,7 +10,7 @@ import asyncio
 import base64
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class Response:
 
     status: int
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
     def names(self, section: str) -> set[str]:
         """Names of GitRepos listed under `updated`, `skipped`, ..."""
@@ -135,7 +136,7 @@ class ReceiverEnv:
         assert self.http is not None
         resp = await self.http.post(path, data=delivery.body, headers=delivery.headers)
         text = await resp.text()
-        return Response(resp.status, json.loads(text) if text else {})
+        return Response(resp.status, json.loads(text) if text else {}, dict(resp.headers))
 
     async def metrics(self) -> str:
         """The /metrics text."""

@@ -1,0 +1,170 @@
+"""SIGTERM to a real `fleet-webhook serve` process: stop accepting, finish what is in flight, exit 0.
+
+A request is held in flight by sending its body in two parts around the signal.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.integration.receiver_env import ReceiverEnv
+from tests.live import build_request, read_response
+from tests.support import delivery, secret_data, sha
+
+SECRET = "shutdown-secret-6b2d"
+URL = "https://github.com/example-org/draining"
+FLEET_WEBHOOK = Path(sys.executable).parent / "fleet-webhook"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Served:
+    """One `fleet-webhook serve` process and its log."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def accepts(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.log.read_text(errors="replace").splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                lines.append({"msg": raw})
+        return lines
+
+
+@pytest.fixture
+def serve(control_plane: Any, namespace: str, tmp_path: Path) -> Iterator[Any]:
+    started: list[Served] = []
+
+    def start(grace: float, read_timeout: float = 10) -> Served:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"watch:\n  namespaces: [{namespace}]\nlimits:\n  readTimeoutSeconds: {read_timeout}\n")
+        port = free_port()
+        log = tmp_path / f"serve-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    str(FLEET_WEBHOOK),
+                    "serve",
+                    f"--kubeconfig={control_plane.kubeconfig}",
+                    "--host=127.0.0.1",
+                    f"--port={port}",
+                    f"--namespace={namespace}",
+                    f"--config={config}",
+                    f"--shutdown-grace-seconds={grace}",
+                    "--log-format=json",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        served = Served(proc, port, log)
+        started.append(served)
+        deadline = time.monotonic() + 30
+        while not served.ready():
+            assert proc.poll() is None, f"serve exited with {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"serve never became ready:\n{log.read_text()}"
+            time.sleep(0.1)
+        return served
+
+    yield start
+    for served in started:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait(5)
+
+
+def half_sent_delivery(port: int, commit: str) -> tuple[socket.socket, bytes]:
+    """A signed push whose body is only partly sent: the handler waits in its body read."""
+    d = delivery("github", https_url=URL, commit=commit, secret=SECRET)
+    request = build_request(d.headers, d.body)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    sock.sendall(request[:-100])
+    return sock, request[-100:]
+
+
+def prepare(kube_api: client.ApiClient, control_plane: Any, namespace: str) -> ReceiverEnv:
+    env = ReceiverEnv(kube_api, control_plane.kubeconfig, namespace)
+    env.create_secret("gitjob-webhook", secret_data("github", SECRET))
+    env.create_gitrepo("draining", URL)
+    return env
+
+
+def test_sigterm_finishes_the_in_flight_delivery_and_exits_0(
+    serve: Any, kube_api: client.ApiClient, control_plane: Any, namespace: str
+) -> None:
+    env = prepare(kube_api, control_plane, namespace)
+    served = serve(grace=10)
+    commit = sha("in-flight")
+    sock, rest = half_sent_delivery(served.port, commit)
+    time.sleep(0.3)
+
+    signalled = time.monotonic()
+    served.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 3
+    while served.accepts():  # the listener closes promptly
+        assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+        time.sleep(0.05)
+    assert served.proc.poll() is None, "exited before the in-flight delivery finished"
+
+    time.sleep(0.5)
+    sock.sendall(rest)
+    answer = read_response(sock, time.monotonic())
+    sock.close()
+    assert answer.status == 200, answer.body
+    assert [u["name"] for u in json.loads(answer.body)["updated"]] == ["draining"]
+    assert served.proc.wait(10) == 0
+    took = time.monotonic() - signalled
+    assert took < 10, f"shutdown took {took:.1f}s"
+    assert env.webhook_commit("draining") == commit
+    messages = [line.get("msg") for line in served.log_lines()]
+    assert "shutting down: finishing in-flight deliveries" in messages
+    assert messages[-1] == "stopped"
+
+
+def test_sigterm_does_not_wait_past_the_grace_period(
+    serve: Any, kube_api: client.ApiClient, control_plane: Any, namespace: str
+) -> None:
+    env = prepare(kube_api, control_plane, namespace)
+    served = serve(grace=1, read_timeout=60)
+    sock, _rest = half_sent_delivery(served.port, sha("never-finished"))  # the client stalls for good
+    time.sleep(0.3)
+    signalled = time.monotonic()
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(10) == 0
+    took = time.monotonic() - signalled
+    sock.close()
+    assert took < 1 + 3, f"shutdown took {took:.1f}s with a 1s grace"
+    assert env.webhook_commit("draining") is None
