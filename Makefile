@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_BIN := .cache/tools/bin
 
-.PHONY: test unit lint tools cluster run venv clean help chart-schema
+.PHONY: test unit lint tools cluster run venv clean help chart-schema bench
 
 help:
 	@echo "make test      set up everything and run ruff, mypy and every test suite (what CI runs)"
@@ -51,3 +51,10 @@ clean:
 # tests/chart/test_values_schema.py fails when the committed file is stale.
 chart-schema: $(STAMP)
 	$(PY) tools/gen_values_schema.py
+
+# Benchmarks (bench/README.md): a table on stdout and bench/results.json. About 5 minutes on 2 cores.
+# Sizes come from the environment, e.g. `BENCH_QUICK=1 make bench` (about a minute) or
+# `BENCH_ONLY=lookup,memory BENCH_LOOKUP_SIZES=100,1000 make bench`; BENCH_PROFILE=pyinstrument|cprofile
+# adds a profiled throughput run (pyinstrument is not a project dependency: pip install it first).
+bench: $(STAMP) tools
+	$(PY) -m bench

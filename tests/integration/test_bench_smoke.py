@@ -1,0 +1,20 @@
+"""The end-to-end benchmark (bench/e2e.py) run once, tiny, against the session's real control plane."""
+
+from __future__ import annotations
+
+from bench import e2e
+from tools.controlplane import ControlPlane
+
+
+def test_e2e_bench_smoke(control_plane: ControlPlane) -> None:
+    result = e2e.run(rate=20.0, seconds=1.0, targets=3, background=5, blocks=2, kubeconfig=control_plane.kubeconfig)
+    assert result["sent"]["receiver"] == 20
+    assert result["sent"]["floor"] == 20
+    assert result["statuses"]["receiver"] == {"200": 20}
+    assert result["statuses"]["floor"] == {"200": 20}
+    assert result["lost"] == {"receiver": 0, "floor": 0}
+    for key in ("receiver_visible_ms", "receiver_answer_ms", "floor_visible_ms"):
+        assert result[key]["n"] == 20
+        assert 0 < result[key]["p50"] <= result[key]["p99"]
+    headline = e2e.headline(result)
+    assert headline["speedup_mean"] > 1

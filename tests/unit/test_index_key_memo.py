@@ -1,0 +1,50 @@
+"""GitRepoIndex.key remembers payload URLs' keys: same answers, re-keyed with the settings, bounded."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller import index as index_module
+from controller.index import GitRepoIndex
+from controller.normalize import RepoKey, repo_key
+
+URL = "https://github.com/Example-Org/Fleet-Apps.git"
+
+
+def counting_keyer(calls: list[str], *, case_sensitive: bool = False) -> index_module.Keyer:
+    def keyer(url: str) -> RepoKey | None:
+        calls.append(url)
+        return repo_key(url, case_sensitive_path=case_sensitive)
+
+    return keyer
+
+
+def test_key_is_computed_once_per_url_and_matches_the_normalizer() -> None:
+    calls: list[str] = []
+    index = GitRepoIndex(counting_keyer(calls))
+    assert index.key(URL) == repo_key(URL)
+    assert index.key(URL) == repo_key(URL)
+    assert index.key("not a url") is None
+    assert index.key("not a url") is None
+    assert calls == [URL, "not a url"]
+
+
+def test_new_normalization_settings_forget_remembered_keys() -> None:
+    calls: list[str] = []
+    index = GitRepoIndex(counting_keyer(calls))
+    assert index.key(URL) == RepoKey("github.com", "example-org/fleet-apps")
+    index.rekey(counting_keyer(calls, case_sensitive=True))
+    assert index.key(URL) == RepoKey("github.com", "Example-Org/Fleet-Apps")
+    assert calls == [URL, URL]
+
+
+def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "KEY_MEMO_SIZE", 3)
+    calls: list[str] = []
+    index = GitRepoIndex(counting_keyer(calls))
+    urls = [f"https://github.com/org/repo-{i}" for i in range(10)]
+    for url in urls:
+        assert index.key(url) == repo_key(url)
+    assert len(index._key_memo) <= 3
+    assert index.key(urls[-1]) == repo_key(urls[-1])
+    assert calls == urls  # the latest URL is still remembered
