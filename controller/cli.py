@@ -181,10 +181,10 @@ def _cluster_gitrepos(kubeconfig: Path | None) -> list[GitRepoInfo]:
 
     kube = Kube(load_api_client(kubeconfig))
     try:
-        items, _ = kube.list_gitrepos(None)
+        items, _ = kube.list_gitrepos(None, convert=gitrepo_info)
     finally:
         kube.close()
-    return [i for i in map(gitrepo_info, items) if i is not None]
+    return [i for i in items if i is not None]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

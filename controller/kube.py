@@ -32,6 +32,7 @@ VERSION = "v1alpha1"
 PLURAL = "gitrepos"
 KIND = "GitRepo"
 COMPONENT = "fleet-webhook"
+LIST_PAGE_SIZE = 500
 
 log = logging.getLogger("fleet_webhook.kube")
 
@@ -203,24 +204,48 @@ class Kube:
 
     # --- Watch ------------------------------------------------------------------------------
 
-    def list_gitrepos(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
-        """Blocking full list (in the watch thread): objects and the list's resourceVersion."""
-        if namespace:
-            result = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _request_timeout=60)
-        else:
-            result = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=60)
-        items = result.get("items", []) if isinstance(result, dict) else []
-        rv = result.get("metadata", {}).get("resourceVersion", "") if isinstance(result, dict) else ""
-        for item in items:
-            item.setdefault("kind", KIND)
-        return items, rv
+    def list_gitrepos(
+        self,
+        namespace: str | None,
+        convert: Callable[[dict[str, Any]], Any] | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> tuple[list[Any], str]:
+        """Blocking full list (in the watch thread), in pages: objects (or `convert(obj)`) and the list's
+        resourceVersion.
+
+        Paging with `limit`/`continue` keeps only one page of raw objects in memory at a time; with
+        `convert` the rest of the list is held in its compact form. A single 100,000-object response
+        would otherwise be decoded whole.
+        """
+        items: list[Any] = []
+        token: str | None = None
+        resource_version = ""
+        while True:
+            kwargs: dict[str, Any] = {"limit": page_size, "_request_timeout": 60}
+            if token:
+                kwargs["_continue"] = token
+            if namespace:
+                result = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kwargs)
+            else:
+                result = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+            if not isinstance(result, dict):
+                break
+            meta = result.get("metadata") or {}
+            for item in result.get("items") or []:
+                item.setdefault("kind", KIND)
+                items.append(convert(item) if convert else item)
+            token = meta.get("continue") or None
+            resource_version = meta.get("resourceVersion", resource_version)
+            if not token:
+                break
+        return items, resource_version
 
 
 class GitRepoWatcher:
     """List then watch GitRepos in one namespace (or all) in a thread; events go to the loop.
 
     Protocol towards `on_list`/`on_event` (both called on the loop thread):
-    - `on_list(namespace, objects)` after every full list (start, after 410 Gone, after an outage);
+    - `on_list(namespace, objects)` after every full list (objects passed through `convert` when given) (start, after 410 Gone, after an outage);
     - `on_event(WatchEvent)` for each change in between.
     The watch resumes from the last resourceVersion seen and re-lists when it expired.
     """
@@ -230,10 +255,11 @@ class GitRepoWatcher:
         kube: Kube,
         namespace: str | None,
         loop: asyncio.AbstractEventLoop,
-        on_list: Callable[[str | None, list[dict[str, Any]]], None],
+        on_list: Callable[[str | None, list[Any]], None],
         on_event: Callable[[WatchEvent], None],
         on_error: Callable[[str], None] | None = None,
         watch_timeout: int = 300,
+        convert: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -242,6 +268,7 @@ class GitRepoWatcher:
         self.on_event = on_event
         self.on_error = on_error or (lambda _msg: None)
         self.watch_timeout = watch_timeout
+        self.convert = convert
         self._stop = threading.Event()
         self._watch: Watch | None = None
         self._thread = threading.Thread(target=self._run, name=f"watch-{namespace or 'all'}", daemon=True)
@@ -271,7 +298,7 @@ class GitRepoWatcher:
         while not self._stop.is_set():
             try:
                 if not resource_version:
-                    items, resource_version = self.kube.list_gitrepos(self.namespace)
+                    items, resource_version = self.kube.list_gitrepos(self.namespace, convert=self.convert)
                     self._post(self.on_list, self.namespace, items)
                     backoff = 0.2
                 resource_version = self._watch_from(resource_version)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
 
 from controller.config import Config, WatchConfig
-from controller.index import GitRepoIndex, Keyer, gitrepo_info
+from controller.index import GitRepoIndex, GitRepoInfo, Keyer, gitrepo_info
 from controller.kube import GitRepoWatcher, Kube, WatchEvent
 from controller.normalize import repo_key
 
@@ -45,7 +44,10 @@ class IndexSync:
         self.index.synced = False
         namespaces: list[str | None] = [*sorted(watch.namespaces)] if watch.namespaces else [None]
         self._watchers = [
-            GitRepoWatcher(self.kube, ns, self.loop, self._on_list, self._on_event, self._on_error) for ns in namespaces
+            GitRepoWatcher(
+                self.kube, ns, self.loop, self._on_list, self._on_event, self._on_error, convert=gitrepo_info
+            )
+            for ns in namespaces
         ]
         for watcher in self._watchers:
             watcher.start()
@@ -69,8 +71,8 @@ class IndexSync:
         ):
             self.index.rekey(keyer_for(new.watch))
 
-    def _on_list(self, namespace: str | None, items: list[dict[str, Any]]) -> None:
-        infos = [i for i in map(gitrepo_info, items) if i is not None]
+    def _on_list(self, namespace: str | None, items: list[GitRepoInfo | None]) -> None:
+        infos = [i for i in items if i is not None]
         if namespace is None:
             self.index.replace_all(infos)
         else:

@@ -255,8 +255,8 @@ async def test_expired_watch_relists_and_keeps_the_index_current(
     lists: list[str] = []
     real_list = kube.list_gitrepos
 
-    def list_then_go_stale(namespace: str | None) -> tuple[list[dict[str, Any]], str]:
-        items, rv = real_list(namespace)
+    def list_then_go_stale(namespace: str | None, **kwargs: Any) -> tuple[list[Any], str]:
+        items, rv = real_list(namespace, **kwargs)
         lists.append(rv)
         return (items, "1") if len(lists) == 1 else (items, rv)
 
