@@ -6,6 +6,7 @@ like a credential is masked as a second line of defence.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -21,12 +22,18 @@ _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asc
 _SENSITIVE = ("secret", "token", "password", "authorization", "signature")
 
 
+@functools.lru_cache(maxsize=1024)
+def _sensitive(key: str) -> bool:
+    """Whether a field name looks like it could hold a credential (cached: names repeat)."""
+    lowered = key.lower()
+    return any(s in lowered for s in _SENSITIVE)
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    attributes = vars(record)
     out: dict[str, Any] = {}
-    for key, value in vars(record).items():
-        if key in _STANDARD or key.startswith("_"):
-            continue
-        out[key] = "***" if any(s in key.lower() for s in _SENSITIVE) else value
+    for key in [k for k in attributes if k not in _STANDARD and not k.startswith("_")]:  # the `extra=` fields
+        out[key] = "***" if _sensitive(key) else attributes[key]
     return out
 
 
