@@ -10,26 +10,22 @@ Every test under tests/chart gets the `chart` marker.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # `tools` is a repo folder, not an installed package
-    sys.path.insert(0, str(REPO_ROOT))
-
-from kubernetes import client  # noqa: E402
-
-from tests.chart.support import Helm, create_namespace, find_helm, unique  # noqa: E402
-from tools.controlplane import (  # noqa: E402
+from tests.chart.support import Helm, create_namespace, find_helm, unique
+from tools.controlplane import (
     ControlPlane,
     ToolsMissingError,
     find_tools_bin,
     install_crds,
     new_api_client,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _HERE = Path(__file__).resolve().parent
 # The GitRepo CRD of the integration tests, plus a ServiceMonitor stand-in so the chart's optional

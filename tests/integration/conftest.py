@@ -11,26 +11,22 @@ Every test under tests/integration gets the `integration` marker.
 from __future__ import annotations
 
 import contextlib
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # `tools` is a repo folder, not an installed package
-    sys.path.insert(0, str(REPO_ROOT))
-
-from kubernetes import client  # noqa: E402
-
-from tools.controlplane import (  # noqa: E402
+from tools.controlplane import (
     ControlPlane,
     ToolsMissingError,
     find_tools_bin,
     install_crds,
     new_api_client,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 CRD_DIR = REPO_ROOT / "tests" / "fixtures" / "crds"
 _HERE = Path(__file__).resolve().parent

@@ -6,7 +6,6 @@ import ipaddress
 import socket
 import ssl
 import stat
-import sys
 import threading
 from pathlib import Path
 
@@ -15,11 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # `tools` is a repo folder, not an installed package
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tools.controlplane import (  # noqa: E402
+from tools.controlplane import (
     Pki,
     ToolsMissingError,
     find_tools_bin,
@@ -27,6 +22,8 @@ from tools.controlplane import (  # noqa: E402
     issue_cert,
     write_kubeconfig,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
