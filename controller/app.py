@@ -11,11 +11,10 @@ be written (providers that retry will retry).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -584,21 +583,30 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return json_response(500, {"error": "internal error"})
 
 
-def make_app(receiver: Receiver, *, extra_cleanup: Sequence[Any] = ()) -> web.Application:
-    """The aiohttp app; tests build it with their own Receiver. Size limits are enforced by the handler."""
+def make_app(receiver: Receiver, *, probes: bool = True) -> web.Application:
+    """The webhook app; tests build it with their own Receiver. Size limits are enforced by the handler.
+
+    With `probes=False` (a separate probe port is configured) /healthz, /readyz and /metrics are not
+    served here, so an Ingress in front of the webhook port cannot expose them to the internet.
+    """
     app = web.Application(middlewares=[error_middleware], client_max_size=1024**3)
     app[RECEIVER] = receiver
     handler = WebhookHandler(receiver)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
+    if probes:
+        _add_probe_routes(app)
     app.router.add_route("*", "/{tail:.*}", handler.__call__)
-    for ctx in extra_cleanup:
-        app.cleanup_ctx.append(ctx)
     return app
 
 
-@contextlib.asynccontextmanager
-async def noop_context() -> AsyncIterator[None]:
-    """Placeholder lifetime for apps without background work."""
-    yield
+def make_probe_app(receiver: Receiver) -> web.Application:
+    """Only /healthz, /readyz and /metrics, for a probe port kept off the Ingress."""
+    app = web.Application(middlewares=[error_middleware])
+    app[RECEIVER] = receiver
+    _add_probe_routes(app)
+    return app
+
+
+def _add_probe_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)

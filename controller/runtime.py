@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.app import Receiver, make_app
+from controller.app import Receiver, make_app, make_probe_app
 from controller.config import Config, default_config, load_file
 from controller.dedupe import DeliveryCache
 from controller.index import GitRepoIndex, gitrepo_info
@@ -180,7 +180,13 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     parts.sync.start(config.watch)
-    app = make_app(receiver)
+    separate_probes = settings.probe_port is not None and settings.probe_port != settings.port
+    app = make_app(receiver, probes=not separate_probes)
+    probe_runner: web.AppRunner | None = None
+    if separate_probes:
+        probe_runner = web.AppRunner(make_probe_app(receiver), handle_signals=False, access_log=None)
+        await probe_runner.setup()
+        await web.TCPSite(probe_runner, settings.host, settings.probe_port, reuse_address=True).start()
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -196,6 +202,7 @@ async def serve(settings: Settings) -> int:
         extra={
             "host": settings.host,
             "port": settings.port,
+            "probe_port": settings.probe_port if separate_probes else settings.port,
             "namespace": settings.namespace,
             "config": config.source,
             "summary": config.summary(),
@@ -221,6 +228,8 @@ async def serve(settings: Settings) -> int:
     await site.stop()  # no new connections; open ones are still read (see FINAL_CANCEL_SECONDS)
     await drain_deliveries(receiver, settings.shutdown_grace_seconds)
     await runner.cleanup()  # closes idle keep-alive connections, cancels what is still running
+    if probe_runner is not None:
+        await probe_runner.cleanup()  # last, so /readyz kept saying "not ready" until the end
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="0.0.0.0", description="Address to listen on.")  # noqa: S104 - a server
     port: int = Field(default=8080, ge=1, le=65535, description="Port to listen on (Fleet's receiver uses 8080).")
+    probe_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "Serve /healthz, /readyz and /metrics on this port only, not on the webhook port, so an Ingress "
+            "in front of the webhooks cannot expose them (the chart uses 8081). Unset: on the webhook port."
+        ),
+    )
     namespace: str = Field(
         default="cattle-fleet-system",
         description="The controller's own namespace: where the default secret `gitjob-webhook` is read.",

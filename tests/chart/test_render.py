@@ -87,9 +87,12 @@ def test_pod_is_locked_down(helm: Helm) -> None:
     tmp = next(m for m in c["volumeMounts"] if m["mountPath"] == "/tmp")
     volume = next(v for v in pod["volumes"] if v["name"] == tmp["name"])
     assert "emptyDir" in volume
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "probes", "containerPort": 8081, "protocol": "TCP"},
+    ]
 
 
 def test_config_is_a_directory_mount_the_receiver_is_pointed_at(helm: Helm) -> None:
@@ -130,7 +133,10 @@ def test_service_port_80_to_8080_and_configurable_name(helm: Helm) -> None:
     manifests = helm.template(release="fw")
     service = one(manifests, "Service")
     assert service["metadata"]["name"] == "fw-fleet-webhook"
-    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "metrics", "port": 8081, "targetPort": "probes", "protocol": "TCP"},
+    ]
     assert service["spec"]["selector"] == one(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
     renamed = one(helm.template(sets=["service.name=webhooks"]), "Service")
     assert renamed["metadata"]["name"] == "webhooks"
@@ -298,12 +304,13 @@ def test_inconsistent_values_fail_with_a_reason(helm: Helm, sets: list[str], mes
     assert message in helm.fails(*args)
 
 
-def test_network_policy_admits_port_8080_only(helm: Helm) -> None:
+def test_network_policy_admits_the_webhook_and_probe_ports_only(helm: Helm) -> None:
     policy = one(helm.template(values=[FULL]), "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    (rule,) = policy["spec"]["ingress"]
+    rule, probes = policy["spec"]["ingress"]
     assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
     assert len(rule["from"]) == 2
+    assert probes == {"ports": [{"port": 8081, "protocol": "TCP"}]}
 
 
 def test_service_monitor_scrapes_metrics_and_is_off_by_default(helm: Helm) -> None:
@@ -311,7 +318,7 @@ def test_service_monitor_scrapes_metrics_and_is_off_by_default(helm: Helm) -> No
     monitor = one(helm.template(values=[FULL]), "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["endpoints"] == [
-        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "5s"}
+        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "5s"}
     ]
     assert monitor["metadata"]["labels"]["release"] == "rancher-monitoring"
 
@@ -339,6 +346,7 @@ def test_environment_is_settings_the_receiver_accepts(
     settings = Settings()
     assert settings.config == Path("/etc/fleet-webhook/config.yaml")
     assert settings.port == 8080
+    assert settings.probe_port == 8081
     assert settings.shutdown_delay_seconds == (10 if values else 5)
     assert (
         settings.shutdown_delay_seconds + settings.shutdown_grace_seconds

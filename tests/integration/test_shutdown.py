@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,12 +39,13 @@ def free_port() -> int:
 class Served:
     """One `fleet-webhook serve` process and its log."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path, probe_port: int | None = None) -> None:
         self.proc, self.port, self.log = proc, port, log
+        self.probe_port = probe_port or port
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.probe_port}/readyz", timeout=1) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False
@@ -69,7 +71,7 @@ class Served:
 def serve(control_plane: Any, namespace: str, tmp_path: Path) -> Iterator[Any]:
     started: list[Served] = []
 
-    def start(grace: float, read_timeout: float = 10) -> Served:
+    def start(grace: float, read_timeout: float = 10, probe_port: int | None = None) -> Served:
         config = tmp_path / "config.yaml"
         config.write_text(f"watch:\n  namespaces: [{namespace}]\nlimits:\n  readTimeoutSeconds: {read_timeout}\n")
         port = free_port()
@@ -86,11 +88,12 @@ def serve(control_plane: Any, namespace: str, tmp_path: Path) -> Iterator[Any]:
                     f"--config={config}",
                     f"--shutdown-grace-seconds={grace}",
                     "--log-format=json",
+                    *([f"--probe-port={probe_port}"] if probe_port else []),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        served = Served(proc, port, log)
+        served = Served(proc, port, log, probe_port)
         started.append(served)
         deadline = time.monotonic() + 30
         while not served.ready():
@@ -168,3 +171,16 @@ def test_sigterm_does_not_wait_past_the_grace_period(
     sock.close()
     assert took < 1 + 3, f"shutdown took {took:.1f}s with a 1s grace"
     assert env.webhook_commit("draining") is None
+
+
+def test_probe_port_keeps_probes_and_metrics_off_the_webhook_port(serve: Any) -> None:
+    probe_port = free_port()
+    served = serve(grace=2, probe_port=probe_port)  # ready() polled /readyz on the probe port
+    for path in ("/metrics", "/readyz", "/healthz"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{probe_port}{path}", timeout=5) as resp:
+            assert resp.status == 200, path
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{served.port}{path}", timeout=5)
+        assert refused.value.code in (404, 405), path  # not served there: a GET on a webhook route is 405
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(30) == 0
