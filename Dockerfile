@@ -30,6 +30,6 @@ ENV PATH=/opt/fleet-webhook/bin:$PATH \
     PYTHONUNBUFFERED=1
 # Numeric, so Kubernetes can verify runAsNonRoot without looking up a user name.
 USER 10001:10001
-EXPOSE 8080
+EXPOSE 8080 8081
 ENTRYPOINT ["fleet-webhook"]
 CMD ["serve"]

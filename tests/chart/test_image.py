@@ -134,7 +134,7 @@ def test_dockerfile_matches_what_the_chart_expects(helm: Helm) -> None:
     assert ("CMD", '["serve"]') in final
     container = one(helm.template(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     (expose,) = [args for word, args in final if word == "EXPOSE"]
-    assert int(expose) == container["ports"][0]["containerPort"]
+    assert [int(port) for port in expose.split()] == [port["containerPort"] for port in container["ports"]]
     runs = " ".join(args for word, args in instructions if word == "RUN")
     assert "-c constraints.txt" in runs
     assert "[dev]" not in runs
