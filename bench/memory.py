@@ -8,9 +8,10 @@ Each figure comes from a fresh subprocess (`python -m bench.memory --gitrepos N 
 Modes:
 * `index`: the index the watch keeps, built from realistic GitRepo objects converted one at a
   time (the settled state of a running receiver);
-* `relist`: a full re-list as it happens in `serve`: the list response arrives as one JSON
-  document (bytes), is decoded into dicts all at once (as the Kubernetes client does), converted
-  and swapped into the index, then dropped. Reports the peak too, which is what a pod's memory
+* `relist`: a full re-list as it happens in `serve`: the list arrives in pages of
+  `controller.kube.LIST_PAGE_SIZE` objects; each page's JSON response is decoded into dicts (as
+  the Kubernetes client does), converted to index entries and dropped, then the entries are
+  swapped into the index. Reports the peak too, which is what a pod's memory
   limit must allow; CPython keeps most of that peak mapped afterwards (freed memory is reused by
   the process, not returned to the system), so the settled RSS after a re-list stays near it;
 * `objects`: for reference, the full API objects kept as they are (what a receiver that caches
@@ -49,11 +50,20 @@ def _reset_peak() -> None:
         pass
 
 
+def _decode_page(page: list[dict[str, Any]]) -> list[Any]:
+    """One list page as `Kube.list_gitrepos` handles it: a JSON response decoded, then converted."""
+    from controller.index import gitrepo_info
+
+    response = json.dumps({"kind": "GitRepoList", "items": page}).encode()
+    items = json.loads(response)["items"]
+    return [gitrepo_info(item) for item in items]
+
+
 def measure(gitrepos: int, mode: str) -> dict[str, Any]:
     """Runs in the subprocess: baseline after imports, then RSS holding the built structure."""
     import controller.runtime  # noqa: F401 - the import set of `serve`
     from bench import data
-    from controller.index import GitRepoIndex, gitrepo_info
+    from controller.index import GitRepoIndex
 
     gc.collect()
     base = _status_kib("VmRSS")
@@ -61,16 +71,21 @@ def measure(gitrepos: int, mode: str) -> dict[str, Any]:
     if mode == "index":
         held = data.build_index(data.gitrepo_infos(gitrepos))
     elif mode == "relist":
-        chunks = b",".join(json.dumps(obj).encode() for obj in data.gitrepo_objects(gitrepos))
-        response = b'{"kind":"GitRepoList","items":[' + chunks + b"]}"
-        del chunks
+        from controller.kube import LIST_PAGE_SIZE
+
         gc.collect()
-        _reset_peak()  # the peak of making the response up is not the receiver's
-        items = json.loads(response)["items"]
-        del response
+        _reset_peak()
+        infos: list[Any] = []
+        page: list[dict[str, Any]] = []
+        for obj in data.gitrepo_objects(gitrepos):
+            page.append(obj)
+            if len(page) == LIST_PAGE_SIZE:
+                infos.extend(_decode_page(page))
+                page = []
+        infos.extend(_decode_page(page))
         held = GitRepoIndex()
-        held.replace_all([i for i in map(gitrepo_info, items) if i is not None])
-        del items
+        held.replace_all([i for i in infos if i is not None])
+        del infos
     else:
         held = list(data.gitrepo_objects(gitrepos))
     gc.collect()
