@@ -25,7 +25,7 @@ import pytest
 from kubernetes import client, watch
 
 from controller.kube import GROUP, PLURAL, VERSION
-from tests.integration.conftest import _startup_report
+from tests.conftest import SUMMARY_LINES
 from tests.integration.receiver_env import ReceiverEnv
 from tests.integration.test_receiver import forms
 from tests.support import PROVIDERS, delivery, secret_data, sha
@@ -200,5 +200,5 @@ async def test_bounded_load_run(env: ReceiverEnv, kube_api: client.ApiClient) ->
         f"recorded {observer.recorded()}/{DELIVERIES} (watch saw {observer.events} changes); "
         f"RSS MB {' '.join(f'{mb:.0f}' for _, mb in samples)} (second half +{growth:.1f})"
     )
-    _startup_report.append(summary)
+    SUMMARY_LINES.append(summary)
     assert growth < SECOND_HALF_GROWTH_MB, summary
