@@ -55,6 +55,6 @@ chart-schema: $(STAMP)
 # Benchmarks (bench/README.md): a table on stdout and bench/results.json. About 5 minutes on 2 cores.
 # Sizes come from the environment, e.g. `BENCH_QUICK=1 make bench` (about a minute) or
 # `BENCH_ONLY=lookup,memory BENCH_LOOKUP_SIZES=100,1000 make bench`; BENCH_PROFILE=pyinstrument|cprofile
-# adds a profiled throughput run (pyinstrument is not a project dependency: pip install it first).
+# adds a profiled throughput run (pyinstrument is a dev dependency).
 bench: $(STAMP) tools
 	$(PY) -m bench
