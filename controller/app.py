@@ -408,7 +408,7 @@ class WebhookHandler:
                 to_write.append((push, decision))
         if to_write:
             if self.r.updater is None:
-                raise HttpError(503, "no Kubernetes API configured", "no_api")
+                raise HttpError(503, "no Kubernetes API configured", "no_api", {"Retry-After": "5"})
             deadline = time.monotonic() + config.limits.request_timeout_seconds
             results: list[WriteResult] = await asyncio.gather(
                 *(self.r.updater.record(d.gitrepo, p, config.polling, deadline, history) for p, d in to_write)
