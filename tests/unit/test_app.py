@@ -173,8 +173,9 @@ async def test_charset_parameter_is_accepted(aiohttp_client: ClientFactory) -> N
 async def test_not_synced_is_503(aiohttp_client: ClientFactory) -> None:
     client = await aiohttp_client(make_app(receiver(synced=False)))
     d = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
-    status, _ = await post(client, "/", d.headers, d.body)
-    assert status == 503
+    resp = await client.post("/", data=d.body, headers=d.headers)
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "2"
     ready = await client.get("/readyz")
     assert ready.status == 503
 
