@@ -217,3 +217,32 @@ def raw_delivery(provider: str, event: str, secret: str | None) -> Delivery:
     headers, _ = fixture(provider, event)
     raw = (PAYLOADS / provider / f"{event}.json").read_bytes()
     return Delivery(sign(provider, headers, raw, secret), raw)
+
+
+def json_values(max_text: int, max_leaves: int) -> Any:
+    """A hypothesis strategy for arbitrary JSON values (no NaN: providers reject it before parsing)."""
+    from hypothesis import strategies as st
+
+    return st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=max_text),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+        max_leaves=max_leaves,
+    )
+
+
+def replace_one_node(draw: Any, doc: Any, replacement: Any) -> None:
+    """Walk down `doc` at random and replace one node with `draw(replacement(old_node))`, in place."""
+    from hypothesis import strategies as st
+
+    node = doc
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            return
+        key = draw(st.sampled_from(keys))
+        child = node[key]
+        if isinstance(child, dict | list) and child and draw(st.booleans()):
+            node = child
+            continue
+        node[key] = draw(replacement(child))
+        return

@@ -35,7 +35,7 @@ from controller.logs import CLIENT_ERRORS
 from controller.providers import by_name
 from controller.providers.base import WebhookRequest
 from tests.live import DOCUMENTED_CODES, FakeUpdater, LiveServer, RawResponse, build_request, raw_request
-from tests.support import PROVIDERS, delivery, secret_data, sha, sign
+from tests.support import PROVIDERS, delivery, json_values, replace_one_node, secret_data, sha, sign
 from tests.unit.test_app import gitrepo, receiver
 
 SECRET = "bad-input-secret"
@@ -647,11 +647,7 @@ def test_many_concurrent_deliveries_get_200_or_503_never_anything_else(errors: E
 
 HEADER_NAMES = sorted({*EVENT_HEADERS.values(), *SIGNATURE_HEADERS, "Content-Type", "X-Hook-UUID", "X-Request-UUID"})
 HEADER_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=60)
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
-    max_leaves=20,
-)
+JSON = json_values(max_text=40, max_leaves=20)
 
 
 @st.composite
@@ -692,18 +688,7 @@ def mutated_push(draw: st.DrawFn) -> tuple[str, dict[str, str], bytes]:
     """A signed push whose JSON has one node replaced by arbitrary JSON (or a URL/ref/commit by text)."""
     provider = draw(st.sampled_from(PROVIDERS))
     headers, doc = push(provider, sha(str(draw(st.integers(0, 5)))))
-    node: Any = doc
-    while True:
-        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
-        if not keys:
-            break
-        key = draw(st.sampled_from(keys))
-        child = node[key]
-        if isinstance(child, (dict, list)) and child and draw(st.booleans()):
-            node = child
-            continue
-        node[key] = draw(JSON | st.text(max_size=80) if isinstance(child, str) else JSON)
-        break
+    replace_one_node(draw, doc, lambda old: JSON | st.text(max_size=80) if isinstance(old, str) else JSON)
     return provider, headers, json.dumps(doc).encode()
 
 

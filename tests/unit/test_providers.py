@@ -29,6 +29,7 @@ from controller.providers.base import (
     Verdict,
     WebhookRequest,
 )
+from tests.support import json_values, replace_one_node
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
 SECRET = b"s3cr3t-for-tests"
@@ -836,11 +837,7 @@ def test_broken_json_is_a_payload_error(provider: Provider, body: bytes) -> None
 
 # ------------------------------------------------------------ totality
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
-    max_leaves=25,
-)
+JSON = json_values(max_text=50, max_leaves=25)
 
 
 @st.composite
@@ -848,18 +845,7 @@ def mutated_fixture(draw: st.DrawFn) -> tuple[str, WebhookRequest]:
     """A fixture with one node somewhere in its JSON replaced by arbitrary JSON."""
     provider, event = draw(st.sampled_from(FIXTURES))
     doc: Any = document(provider, event)
-    node = doc
-    while True:
-        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
-        if not keys:
-            break
-        key = draw(st.sampled_from(keys))
-        child = node[key]
-        if isinstance(child, (dict, list)) and child and draw(st.booleans()):
-            node = child
-            continue
-        node[key] = draw(JSON)
-        break
+    replace_one_node(draw, doc, lambda _old: JSON)
     return provider, with_body(fixture_request(provider, event), doc)
 
 
