@@ -32,6 +32,9 @@ VERSION = "v1alpha1"
 PLURAL = "gitrepos"
 KIND = "GitRepo"
 COMPONENT = "fleet-webhook"
+# Every write names this field manager, so `managedFields` and server-side-apply conflicts name this
+# product (the client's default would be "OpenAPI-Generator"). tests/integration/test_field_manager.py.
+FIELD_MANAGER = "fleet-webhook"
 LIST_PAGE_SIZE = 500
 
 log = logging.getLogger("fleet_webhook.kube")
@@ -154,7 +157,14 @@ class Kube:
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         obj: dict[str, Any] = await self.call(
-            self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, body
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+            field_manager=FIELD_MANAGER,
         )
         return obj
 
@@ -168,7 +178,14 @@ class Kube:
             meta["resourceVersion"] = resource_version
             body["metadata"] = meta
         obj: dict[str, Any] = await self.call(
-            self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, body
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+            field_manager=FIELD_MANAGER,
         )
         return obj
 
@@ -196,7 +213,7 @@ class Kube:
             reporting_instance=COMPONENT,
         )
         try:
-            await self.call(self.core.create_namespaced_event, gitrepo["namespace"], event)
+            await self.call(self.core.create_namespaced_event, gitrepo["namespace"], event, field_manager=FIELD_MANAGER)
         except Exception as exc:  # an Event is a courtesy; never fail a delivery over it
             log.warning(
                 "event not recorded", extra={"gitrepo": f"{gitrepo['namespace']}/{gitrepo['name']}", "error": str(exc)}
