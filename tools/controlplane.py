@@ -376,10 +376,19 @@ class _Spawner:
             except BaseException as exc:
                 future.set_exception(exc)
 
-    def popen(self, args: Sequence[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    def popen(
+        self,
+        args: Sequence[str],
+        log: IO[bytes],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
         future: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
         kwargs: dict[str, Any] = {
             "args": list(args),
+            "env": env,
+            "cwd": cwd,
             "stdin": subprocess.DEVNULL,
             "stdout": log,
             "stderr": subprocess.STDOUT,
@@ -407,6 +416,24 @@ def _terminate(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
     # Anything the leader left behind in its group.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def spawn(
+    args: Sequence[str], log: IO[bytes], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own process group that is SIGKILLed if this process dies (any test tool
+    server: the e2e suite's gitea and fleetcontroller too). Stop it with `terminate`."""
+    return _Spawner.get().popen(args, log, env=env, cwd=cwd)
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+    """SIGTERM the process group, SIGKILL after `grace` seconds, and reap."""
+    _terminate(proc, grace)
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback TCP ports that were free a moment ago."""
+    return _free_ports(count)
 
 
 def _free_ports(count: int) -> list[int]:
