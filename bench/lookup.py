@@ -16,7 +16,7 @@ from typing import Any
 from bench import baselines, data
 from bench.stats import ratios, summary, time_per_call
 from controller.config import default_config
-from controller.records import Action, CommitHistory, plan
+from controller.decisions import Action, CommitHistory, plan
 
 
 def _selected_ours(decisions: list[Any]) -> set[tuple[str, str]]:

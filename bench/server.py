@@ -32,9 +32,10 @@ from aiohttp import web
 from bench import baselines, data
 from bench.stats import rss_bytes
 from controller import logs
-from controller.app import Receiver, make_app
+from controller.app import WebhookRunner, make_app
 from controller.config import load_text
 from controller.metrics import Metrics
+from controller.pipeline import Receiver
 from controller.reload import ConfigHolder
 from controller.secrets import SecretStore
 from controller.settings import LogFormat, LogLevel
@@ -84,7 +85,7 @@ async def _serve(args: argparse.Namespace) -> None:
         await components.wait_synced(60)
         app, count = make_app(components.receiver), len(components.receiver.index)
 
-    runner = web.AppRunner(app, **runner_options())
+    runner = WebhookRunner(app, **runner_options())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=512, reuse_address=True)
     await site.start()

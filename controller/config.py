@@ -245,6 +245,10 @@ class Limits:
     read_timeout_seconds: float
     request_timeout_seconds: float
     max_concurrent_requests: int
+    body_memory_bytes: int
+    spool_after_bytes: int
+    spool_bytes: int
+    unverified_parse_bytes: int
     dedupe_seconds: int
     dedupe_entries: int
     max_gitrepos_per_delivery: int
@@ -565,6 +569,10 @@ def _build(doc: Mapping[str, Any], source: str) -> Config:
             read_timeout_seconds=float(limits["readTimeoutSeconds"]),
             request_timeout_seconds=float(limits["requestTimeoutSeconds"]),
             max_concurrent_requests=limits["maxConcurrentRequests"],
+            body_memory_bytes=limits["bodyMemoryBytes"],
+            spool_after_bytes=limits["spoolAfterBytes"],
+            spool_bytes=limits["spoolBytes"],
+            unverified_parse_bytes=limits["unverifiedParseBytes"],
             dedupe_seconds=limits["dedupeSeconds"],
             dedupe_entries=limits["dedupeEntries"],
             max_gitrepos_per_delivery=limits["maxGitReposPerDelivery"],

@@ -41,7 +41,7 @@ class PushEvent:
 
     `repo_urls` holds every URL the payload names for the repository (web, clone, ssh); matching
     normalizes each of them. `before` is the previous commit when the payload says so; it lets us
-    tell the order of two deliveries for the same ref (see records.py).
+    tell the order of two deliveries for the same ref (see decisions.py).
     """
 
     provider: str
@@ -52,6 +52,7 @@ class PushEvent:
     commit: str
     before: str | None = None
     deleted: bool = False
+    forced: bool = False  # the host says history was rewritten (GitHub `forced`): the push is the newest
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """`fleet-webhook explain`: which GitRepos a payload would update, and why the others would not.
 
 It answers Fleet's most common webhook complaint, "it returns 200 but nothing happens", with the
-receiver's own decision code (`records.plan`), against the live cluster or a file of GitRepos.
+receiver's own decision code (`decisions.plan`), against the live cluster or a file of GitRepos.
 Near misses are GitRepos the push did not reach, listed when they look related: same host, or
 same repository name. For each one the reason is given (URL differs after normalization, with both
 normalized forms; branch differs; route's namespace limit; revision pinned; excluded by mapping).
@@ -17,12 +17,12 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from controller.config import Config
+from controller.decisions import Action, CommitHistory, plan
 from controller.events import PushEvent
 from controller.index import GitRepoIndex, GitRepoInfo, gitrepo_info
 from controller.normalize import RepoKey, explain_difference, redact_url
 from controller.providers import by_name
 from controller.providers.base import WebhookRequest
-from controller.records import Action, CommitHistory, plan
 from controller.sync import keyer_for
 
 # Headers a provider would send with a push, so a bare payload file can be parsed.

@@ -112,6 +112,7 @@ class GitRepoIndex:
         self._by_key: dict[RepoKey, tuple[GitRepoInfo, ...]] = {}
         self._key_of: dict[tuple[str, str], RepoKey | None] = {}
         self._key_memo: dict[str, RepoKey | None] = {}
+        self._with_secret: dict[str, int] = {}  # namespace -> GitRepos carrying spec.webhookSecret
         self.synced = False
 
     def __len__(self) -> int:
@@ -135,6 +136,17 @@ class GitRepoIndex:
         """Every GitRepo whose spec.repo normalizes to `key`."""
         return self._by_key.get(key, ())
 
+    def has_webhook_secrets(self, namespaces: Iterable[str] = ()) -> bool:
+        """Whether any GitRepo (in `namespaces`, or anywhere when empty) names its own spec.webhookSecret.
+
+        Only then may a delivery that the route's secret does not authenticate be parsed at all (to
+        find the repository whose GitRepo's secret might), so this must stay O(namespaces).
+        """
+        wanted = tuple(namespaces)
+        if not wanted:
+            return bool(self._with_secret)
+        return any(self._with_secret.get(ns) for ns in wanted)
+
     def get(self, namespace: str, name: str) -> GitRepoInfo | None:
         """One GitRepo by namespace and name."""
         return self._by_ref.get((namespace, name))
@@ -151,13 +163,14 @@ class GitRepoIndex:
         self._unlink(info.ref)
         key = self._keyer(info.repo) if info.repo else None
         self._by_ref[info.ref] = info
+        self._count_secret(info, +1)
         self._key_of[info.ref] = key
         if key is not None:
             self._by_key[key] = (*self._by_key.get(key, ()), info)
 
     def remove(self, namespace: str, name: str) -> None:
         """Forget one GitRepo (a watch DELETED event)."""
-        self._unlink((namespace, name))
+        self._unlink((namespace, name))  # also uncounts its webhookSecret
         self._by_ref.pop((namespace, name), None)
         self._key_of.pop((namespace, name), None)
 
@@ -176,6 +189,9 @@ class GitRepoIndex:
             if key is not None:
                 grouped.setdefault(key, []).append(info)
         self._by_ref, self._key_of = by_ref, key_of
+        self._with_secret = {}
+        for info in by_ref.values():
+            self._count_secret(info, +1)
         self._by_key = {k: tuple(v) for k, v in grouped.items()}
 
     def replace_namespace(self, namespace: str, infos: Iterable[GitRepoInfo]) -> None:
@@ -187,7 +203,18 @@ class GitRepoIndex:
         """Re-index every GitRepo under new normalization settings."""
         self.replace_all(tuple(self._by_ref.values()), keyer)
 
+    def _count_secret(self, info: GitRepoInfo, delta: int) -> None:
+        if info.webhook_secret:
+            count = self._with_secret.get(info.namespace, 0) + delta
+            if count > 0:
+                self._with_secret[info.namespace] = count
+            else:
+                self._with_secret.pop(info.namespace, None)
+
     def _unlink(self, ref: tuple[str, str]) -> None:
+        held = self._by_ref.get(ref)
+        if held is not None:
+            self._count_secret(held, -1)
         old_key = self._key_of.get(ref)
         if old_key is None:
             return

@@ -27,6 +27,7 @@ log = logging.getLogger("fleet_webhook.reload")
 # to fall back to every default, which would silently drop route namespace and provider limits. On
 # reload it is refused like an invalid file; `{}` still selects the defaults on purpose.
 EMPTY_FILE_DIGEST = hashlib.sha256(b"").hexdigest()
+FOLDER_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +129,28 @@ class ConfigReloader:
         return True
 
     async def run(self) -> None:
-        """Watch until stopped. Errors of the watcher itself are logged and the watch restarted."""
+        """Watch until stopped. Errors of the watcher itself are logged and the watch restarted.
+
+        A watch is tied to the folder it started on: when that folder is deleted (and maybe made
+        again, as `kubectl cp`, a Helm hook or an operator may do), its events stop for good. So a
+        guard polls the folder's identity every FOLDER_CHECK_SECONDS and restarts the watch when it
+        changes, and every (re)start re-reads the file first: new valid files are picked up and
+        `/readyz` stops reporting a read error that is gone.
+        """
         folder = self.path.parent
         while not self._stop.is_set():
+            identity = _identity(folder)
+            if identity is None:
+                await self.check_now()  # reports the missing file once (same message is not repeated)
+                await self._sleep(FOLDER_CHECK_SECONDS)
+                continue
+            await self.check_now()
+            watch_stop = asyncio.Event()
+            guard = asyncio.create_task(self._guard(folder, identity, watch_stop))
             try:
-                async for _changes in watchfiles.awatch(
+                async for changes in watchfiles.awatch(
                     folder,
-                    stop_event=self._stop,
+                    stop_event=watch_stop,
                     debounce=self.debounce_ms,
                     step=50,
                     recursive=False,
@@ -142,7 +158,37 @@ class ConfigReloader:
                     ignore_permission_denied=True,
                 ):
                     await self.check_now()
+                    if any(change is watchfiles.Change.deleted and Path(p) == folder for change, p in changes):
+                        break  # the folder itself is gone (a new one may reuse its inode number)
             except Exception:
                 log.exception("config watcher failed; restarting in 1s", extra={"config": str(self.path)})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), 1.0)
+                await self._sleep(1.0)
+            finally:
+                guard.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await guard
+
+    async def _guard(self, folder: Path, identity: tuple[int, int], watch_stop: asyncio.Event) -> None:
+        """Stop the current watch when the reloader stops or the folder is no longer the one watched.
+
+        One re-read a moment after the watch started covers a file written before it was armed.
+        """
+        await self._sleep(FOLDER_CHECK_SECONDS)
+        if not self._stop.is_set() and _identity(folder) == identity:
+            await self.check_now()
+        while not self._stop.is_set() and _identity(folder) == identity:
+            await self._sleep(FOLDER_CHECK_SECONDS)
+        watch_stop.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder, or None when it does not exist."""
+    try:
+        info = folder.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)

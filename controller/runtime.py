@@ -18,12 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.app import Receiver, make_app, make_probe_app
+from controller.app import WebhookRunner, make_app, make_probe_app
+from controller.body import BodyBudget
 from controller.config import Config, default_config, load_file
 from controller.dedupe import DeliveryCache
 from controller.index import GitRepoIndex, gitrepo_info
 from controller.kube import Kube, load_api_client
 from controller.metrics import Metrics
+from controller.pipeline import Receiver
 from controller.reload import ConfigHolder, ConfigReloader, file_digest
 from controller.secrets import SecretStore
 from controller.settings import Settings
@@ -118,6 +120,7 @@ class Components:
     async def close(self) -> None:
         """Stop watchers, flush Events, release the API client."""
         await self.updater.drain(within=2.0)
+        await self.receiver.parsers.close()
         self.sync.stop()
         self.kube.close()
 
@@ -136,7 +139,7 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
         if info is not None:
             index.upsert(info)
 
-    updater = GitRepoUpdater(kube, metrics, on_written)
+    updater = GitRepoUpdater(kube, metrics, on_written, index.get)
     secrets = SecretStore(kube.read_secret, settings.namespace, config.secrets.cache_seconds)
     receiver = Receiver(
         holder=holder,
@@ -145,6 +148,7 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
         metrics=metrics,
         updater=updater,
         dedupe=DeliveryCache(config.limits.dedupe_seconds, config.limits.dedupe_entries),
+        budget=body_budget(config, settings),
     )
     sync = IndexSync(kube, index, loop)
     holder.on_change(sync.on_config_change)
@@ -152,9 +156,17 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
     def apply_limits(_old: Config, new: Config) -> None:
         secrets.ttl = new.secrets.cache_seconds
         receiver.dedupe.resize(new.limits.dedupe_seconds, new.limits.dedupe_entries)
+        receiver.budget.resize(new.limits.body_memory_bytes, new.limits.spool_bytes, new.limits.spool_after_bytes)
 
     holder.on_change(apply_limits)
     return Components(receiver, sync, updater, kube)
+
+
+def body_budget(config: Config, settings: Settings) -> BodyBudget:
+    """The one memory (and spool) budget of all request bodies in flight."""
+    limits = config.limits
+    spool_dir = str(settings.spool_dir) if settings.spool_dir else None
+    return BodyBudget(limits.body_memory_bytes, limits.spool_bytes, limits.spool_after_bytes, spool_dir)
 
 
 def reload_callback(metrics: Metrics) -> Callable[[bool], None]:
@@ -184,10 +196,10 @@ async def serve(settings: Settings) -> int:
     app = make_app(receiver, probes=not separate_probes)
     probe_runner: web.AppRunner | None = None
     if separate_probes:
-        probe_runner = web.AppRunner(make_probe_app(receiver), handle_signals=False, access_log=None)
+        probe_runner = WebhookRunner(make_probe_app(receiver), handle_signals=False, access_log=None)
         await probe_runner.setup()
         await web.TCPSite(probe_runner, settings.host, settings.probe_port, reuse_address=True).start()
-    runner = web.AppRunner(
+    runner = WebhookRunner(
         app,
         handle_signals=False,
         access_log=None,

@@ -28,13 +28,18 @@ class SecretUnavailable(Exception):
     """The secret could not be read right now (API down): the delivery is answered 503."""
 
 
+def _usable(value: bytes | None) -> bool:
+    """A value only of spaces or newlines is a mistake (an editor, `echo`), not a one-byte key."""
+    return bool(value and value.strip())
+
+
 def credential_sets(data: dict[str, bytes] | None, keys: Sequence[str], suffix: str) -> list[Credential]:
-    """Current and previous credential sets found in a secret's data; empty values are ignored."""
+    """Current and previous credential sets found in a secret's data; empty and blank values are ignored."""
     if not data:
         return []
     sets: list[Credential] = []
     for variant in ("", suffix):
-        found = {key: data[key + variant] for key in keys if data.get(key + variant)}
+        found = {key: data[key + variant] for key in keys if _usable(data.get(key + variant))}
         if len(found) == len(keys):
             sets.append(found)
     return sets
@@ -100,6 +105,11 @@ class SecretStore:
     async def credentials(self, source: SecretSource, keys: Sequence[str], suffix: str) -> list[Credential]:
         """Credential sets (current, then previous) for a provider's keys from one source."""
         return credential_sets(await self.data(source), keys, suffix)
+
+    async def blank_keys(self, source: SecretSource, keys: Sequence[str]) -> list[str]:
+        """Which of `keys` the source holds with a blank value (to say so in the 401, never the value)."""
+        data = await self.data(source) or {}
+        return [key for key in keys if key in data and not _usable(data[key])]
 
     async def gitrepo_credentials(
         self, namespace: str, name: str, keys: Sequence[str], suffix: str

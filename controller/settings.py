@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = Field(default=LogLevel.INFO, description="Minimum log level.")
     log_format: LogFormat = Field(default=LogFormat.JSON, description="Log line format: json or text.")
+    spool_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Folder for request bodies larger than limits.spoolAfterBytes while they are authenticated "
+            "(unnamed files, gone when closed). Unset: the system temp folder; the chart mounts an emptyDir."
+        ),
+    )
     shutdown_delay_seconds: float = Field(
         default=0.0,
         ge=0,

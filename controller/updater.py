@@ -2,7 +2,10 @@
 
 For each GitRepo to update:
 1. JSON-merge-patch `/status` with `webhookCommit` and `lastWebhookTime`, conditional on the
-   resourceVersion we last saw. On 409 we re-read the GitRepo and decide again (it may already
+   resourceVersion we last saw. Writes to one GitRepo are serialized inside the process (one lock
+   per GitRepo) and each starts from the newest copy the index holds, judged again by
+   `decisions.commit_decision`, so two deliveries never conflict with each other. On 409 (another
+   writer, e.g. Fleet itself) we re-read the GitRepo and ask the same rule again (it may already
    carry this commit, or a newer one), so a concurrent writer never makes us move it backwards.
    Transient API errors (5xx, 429, connection errors) are retried with jittered backoff until the
    delivery's deadline.
@@ -15,20 +18,21 @@ For each GitRepo to update:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from controller.config import PollingPolicy
+from controller.decisions import Action, CommitHistory, commit_decision
 from controller.events import PushEvent
 from controller.index import MANAGED_INTERVAL_ANNOTATION, GitRepoInfo, gitrepo_info
 from controller.kube import ApiUnavailable, Conflict, Forbidden, Kube, NotFound, now_rfc3339
 from controller.metrics import Metrics
-from controller.records import CommitHistory
 
 log = logging.getLogger("fleet_webhook.updater")
 MAX_CONFLICT_RETRIES = 5
@@ -61,11 +65,29 @@ class GitRepoUpdater:
         kube: Kube,
         metrics: Metrics,
         on_written: Callable[[dict[str, Any]], None],
+        latest: Callable[[str, str], GitRepoInfo | None] = lambda _ns, _name: None,
     ) -> None:
         self.kube = kube
         self.metrics = metrics
         self.on_written = on_written
+        self.latest = latest
         self._background: set[asyncio.Task[None]] = set()
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _serialized(self, ref: tuple[str, str]) -> AsyncIterator[None]:
+        """One write at a time per GitRepo; the lock is dropped when nobody waits for it."""
+        lock, users = self._locks.get(ref, (asyncio.Lock(), 0))
+        self._locks[ref] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[ref]
+            if users <= 1:
+                del self._locks[ref]
+            else:
+                self._locks[ref] = (lock, users - 1)
 
     async def record(
         self, info: GitRepoInfo, event: PushEvent, policy: PollingPolicy, deadline: float, history: CommitHistory
@@ -77,7 +99,8 @@ class GitRepoUpdater:
         """
         started = time.monotonic()
         try:
-            result = await self._record_status(info, event, deadline, history)
+            async with self._serialized(info.ref):
+                result = await self._record_status(self.latest(*info.ref) or info, event, deadline, history)
         except Forbidden as exc:
             self.metrics.gitrepo_write_failures.labels("forbidden").inc()
             return WriteResult(info, Outcome.FAILED, f"RBAC refused the status write: {exc}")
@@ -100,6 +123,9 @@ class GitRepoUpdater:
         current = info
         attempt = 0
         while True:
+            verdict = self._judge(current, event, history)
+            if verdict is not None:
+                return verdict
             try:
                 obj = await self.kube.patch_gitrepo_status(
                     current.namespace,
@@ -115,10 +141,6 @@ class GitRepoUpdater:
                 if fresh is None:
                     return WriteResult(current, Outcome.SKIPPED, "GitRepo was deleted")
                 current = fresh
-                if current.webhook_commit == event.commit:
-                    return WriteResult(current, Outcome.UNCHANGED, "already at this commit")
-                if current.webhook_commit and history.precedes(event.commit, current.webhook_commit):
-                    return WriteResult(current, Outcome.SKIPPED, "out of order: a newer commit was recorded")
                 continue
             except NotFound:
                 return WriteResult(current, Outcome.SKIPPED, "GitRepo was deleted")
@@ -133,6 +155,16 @@ class GitRepoUpdater:
             written = gitrepo_info(obj) or current
             self.metrics.gitrepos_updated.labels(event.provider).inc()
             return WriteResult(written, Outcome.UPDATED, "commit recorded")
+
+    @staticmethod
+    def _judge(info: GitRepoInfo, event: PushEvent, history: CommitHistory) -> WriteResult | None:
+        """The decision rule again, on the GitRepo as it is now; None when the write should go ahead."""
+        decision = commit_decision(event, info, "", history)
+        if decision.action is Action.UNCHANGED:
+            return WriteResult(info, Outcome.UNCHANGED, decision.reason)
+        if decision.action is Action.SKIP:
+            return WriteResult(info, Outcome.SKIPPED, decision.reason)
+        return None
 
     async def _reread(self, info: GitRepoInfo) -> GitRepoInfo | None:
         try:

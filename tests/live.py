@@ -19,10 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.app import Receiver, make_app
+from controller.app import WebhookRunner, make_app
 from controller.config import PollingPolicy
 from controller.events import PushEvent
 from controller.index import GitRepoInfo
+from controller.pipeline import Receiver
 from controller.runtime import server_options
 from controller.updater import Outcome, WriteResult
 
@@ -76,7 +77,7 @@ class LiveServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(
+        self._runner = WebhookRunner(
             make_app(self.receiver), access_log=None, shutdown_timeout=2.0, **server_options(self.header_timeout)
         )
         await self._runner.setup()

@@ -72,7 +72,10 @@ class AzureDevOpsProvider(base.Provider):
     def delivery_id(self, request: base.WebhookRequest) -> str | None:
         return base.first_header(request, "x-vss-activityid")
 
-    def verify(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
+    def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
+        return base.Authentication(self._basic_verdict(request, credentials))
+
+    def _basic_verdict(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
         header = request.header("authorization")
         if not header.strip():
             return base.Verdict.MISSING

@@ -41,6 +41,55 @@ class Verdict(enum.StrEnum):
     MISMATCH = "mismatch"  # it carries one, but no configured secret produces it
 
 
+@dataclass(frozen=True, slots=True)
+class BodyMac:
+    """The request is authentic when HMAC-`algorithm`(secret, `prefix` + raw body) is one of `expected`."""
+
+    algorithm: str
+    secrets: tuple[bytes, ...]
+    expected: tuple[bytes, ...]  # raw digests the request claims (hex or base64 already decoded)
+    prefix: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """What a request's headers alone say about its authenticity.
+
+    `verdict` is final when set. Otherwise the body decides: OK when any of `macs` matches, or, when
+    `needs_whole_body` is set (Gogs/Gitea form bodies sign the decoded `payload` field), through
+    `Provider.verify_whole_body`.
+    """
+
+    verdict: Verdict | None
+    macs: tuple[BodyMac, ...] = ()
+    needs_whole_body: bool = False
+
+
+class MacStream:
+    """The MACs of an `Authentication`, fed chunk by chunk as the body arrives (nothing is kept)."""
+
+    def __init__(self, macs: Sequence[BodyMac]) -> None:
+        self._states = [
+            (hmac.new(secret, mac.prefix, getattr(hashlib, mac.algorithm)), mac.expected)
+            for mac in macs
+            for secret in mac.secrets
+        ]
+
+    def update(self, chunk: bytes) -> None:
+        """Feed the next part of the body (hashlib releases the GIL for large chunks)."""
+        for state, _ in self._states:
+            state.update(chunk)
+
+    def verdict(self) -> Verdict:
+        """OK when any MAC matches; every comparison runs, so timing does not tell which."""
+        matched = False
+        for state, expected in self._states:
+            digest = state.digest()
+            for claimed in expected:
+                matched |= hmac.compare_digest(digest, claimed)
+        return Verdict.OK if matched else Verdict.MISMATCH
+
+
 # One credential set, keyed by secret key name (e.g. {"github": b"..."} or
 # {"azure-username": b"u", "azure-password": b"p"}). Several may be valid at once (rotation).
 Credential = Mapping[str, bytes]
@@ -85,8 +134,28 @@ class Provider(abc.ABC):
         """The provider's unique id of this delivery (kept on redelivery), if it sends one."""
 
     @abc.abstractmethod
+    def authenticate(self, request: WebhookRequest, credentials: Sequence[Credential]) -> Authentication:
+        """How far the credentials can be checked from the headers alone (the body may not be read yet).
+
+        Token and Basic schemes decide here. Signature schemes answer MISSING/MISMATCH when the header
+        is absent or malformed, else name the MACs to compute over the body as it arrives, so a forged
+        body is never held whole or parsed just to find out that it is forged.
+        """
+
     def verify(self, request: WebhookRequest, credentials: Sequence[Credential]) -> Verdict:
-        """Check the request against every credential set; OK if any one matches (constant time)."""
+        """Check a complete request against every credential set; OK if any one matches (constant time)."""
+        auth = self.authenticate(request, credentials)
+        if auth.verdict is not None:
+            return auth.verdict
+        if auth.needs_whole_body:
+            return self.verify_whole_body(request, credentials)
+        stream = MacStream(auth.macs)
+        stream.update(request.body)
+        return stream.verdict()
+
+    def verify_whole_body(self, request: WebhookRequest, credentials: Sequence[Credential]) -> Verdict:
+        """For schemes that sign something other than the raw body (only reached when `authenticate` says so)."""
+        return Verdict.MISMATCH
 
     @abc.abstractmethod
     def parse(self, request: WebhookRequest) -> Parsed:
@@ -108,19 +177,6 @@ class Provider(abc.ABC):
 def hmac_hex(secret: bytes, message: bytes, algorithm: str = "sha256") -> str:
     """Lower-case hex HMAC of `message`."""
     return hmac.new(secret, message, getattr(hashlib, algorithm)).hexdigest()
-
-
-def signature_matches(signature: str, message: bytes, secrets: Sequence[bytes], algorithm: str = "sha256") -> bool:
-    """Constant-time check of a hex signature against the HMAC under each secret.
-
-    Every secret is tried (no early exit) so timing does not reveal which one matched.
-    """
-    given = signature.strip().lower().encode("ascii", "replace")
-    matched = False
-    for secret in secrets:
-        expected = hmac_hex(secret, message, algorithm).encode("ascii")
-        matched |= hmac.compare_digest(expected, given)
-    return matched
 
 
 def token_matches(token: str, secrets: Sequence[bytes]) -> bool:
@@ -254,26 +310,32 @@ def require_object(document: Any, what: str = "body") -> dict[str, Any]:
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
-def hex_signature_verdict(
+def hex_signature_auth(
     header_value: str,
-    message: bytes,
     secrets: Sequence[bytes],
     *,
     prefix: str = "",
     algorithm: str = "sha256",
-) -> Verdict:
-    """Verdict for a hex HMAC carried in one header, optionally behind a required prefix like `sha256=`.
+    signed_prefix: bytes = b"",
+) -> Authentication:
+    """Authentication for a hex HMAC of the raw body carried in one header, behind an optional `sha256=`.
 
-    No header is MISSING; a header without the prefix, no usable secret, or no secret producing the
-    digest is MISMATCH. Odd values (short, non-hex, non-ASCII) are simply mismatches.
+    No header is MISSING; a header without the prefix, a value that is not hex of the digest's
+    length, or no usable secret is MISMATCH at once. Otherwise the body decides.
     """
     value = header_value.strip()
     if not value:
-        return Verdict.MISSING
-    digest = strip_prefix(value, prefix) if prefix else value
-    if digest is None or not secrets:
-        return Verdict.MISMATCH
-    return Verdict.OK if signature_matches(digest, message, secrets, algorithm) else Verdict.MISMATCH
+        return Authentication(Verdict.MISSING)
+    claimed_hex = strip_prefix(value, prefix) if prefix else value
+    # The digest's length is public (64 hex digits for SHA-256): refusing other lengths leaks nothing.
+    hex_length = 2 * hashlib.new(algorithm).digest_size
+    if claimed_hex is None or not secrets or len(claimed_hex) != hex_length or not claimed_hex.isascii():
+        return Authentication(Verdict.MISMATCH)
+    try:
+        claimed = bytes.fromhex(claimed_hex)
+    except ValueError:
+        return Authentication(Verdict.MISMATCH)
+    return Authentication(None, (BodyMac(algorithm, tuple(secrets), (claimed,), signed_prefix),))
 
 
 def field_name(path: Sequence[str | int]) -> str:

@@ -59,9 +59,9 @@ class BitbucketCloudProvider(base.Provider):
     def delivery_id(self, request: base.WebhookRequest) -> str | None:
         return base.first_header(request, "x-request-uuid")
 
-    def verify(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
+    def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "bitbucket")
-        return base.hex_signature_verdict(request.header("x-hub-signature"), request.body, secrets, prefix="sha256=")
+        return base.hex_signature_auth(request.header("x-hub-signature"), secrets, prefix="sha256=")
 
     def parse(self, request: base.WebhookRequest) -> events.Parsed:
         return base.first_live(self.parse_all(request))

@@ -53,11 +53,9 @@ class GenericProvider(base.Provider):
     def delivery_id(self, request: base.WebhookRequest) -> str | None:
         return base.first_header(request, "x-fleet-webhook-delivery")
 
-    def verify(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
+    def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "generic")
-        return base.hex_signature_verdict(
-            request.header("x-fleet-webhook-signature"), request.body, secrets, prefix="sha256="
-        )
+        return base.hex_signature_auth(request.header("x-fleet-webhook-signature"), secrets, prefix="sha256=")
 
     def parse(self, request: base.WebhookRequest) -> events.Parsed:
         event = base.first_header(request, "x-fleet-webhook-event") or "push"

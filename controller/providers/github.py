@@ -58,6 +58,7 @@ def parse_push(provider: str, delivery_id: str | None, document: Any) -> events.
         commit=after,
         before=before,
         deleted=base.optional_bool(body, "deleted") or base.is_zero_sha(after),
+        forced=base.optional_bool(body, "forced"),
     )
 
 
@@ -76,14 +77,12 @@ class GitHubProvider(base.Provider):
     def delivery_id(self, request: base.WebhookRequest) -> str | None:
         return base.first_header(request, "x-github-delivery")
 
-    def verify(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
+    def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "github")
         sha256 = request.header("x-hub-signature-256")
         if sha256.strip() or not self.accept_sha1:
-            return base.hex_signature_verdict(sha256, request.body, secrets, prefix="sha256=")
-        return base.hex_signature_verdict(
-            request.header("x-hub-signature"), request.body, secrets, prefix="sha1=", algorithm="sha1"
-        )
+            return base.hex_signature_auth(sha256, secrets, prefix="sha256=")
+        return base.hex_signature_auth(request.header("x-hub-signature"), secrets, prefix="sha1=", algorithm="sha1")
 
     def parse(self, request: base.WebhookRequest) -> events.Parsed:
         event = base.require_header(request, "X-GitHub-Event")

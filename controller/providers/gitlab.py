@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -83,42 +81,38 @@ class GitLabProvider(base.Provider):
     def delivery_id(self, request: base.WebhookRequest) -> str | None:
         return base.first_header(request, "idempotency-key", "x-gitlab-webhook-uuid", "x-gitlab-event-uuid")
 
-    def verify(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
+    def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "gitlab")
         token = request.header("x-gitlab-token")
         has_signature = bool(request.header("webhook-signature").strip())
         if not token and not has_signature:
-            return base.Verdict.MISSING
-        matched = False
-        if has_signature:
-            matched |= self._signature_matches(request, secrets)
-        if token:
-            matched |= base.token_matches(token, secrets)
-        return base.Verdict.OK if matched and secrets else base.Verdict.MISMATCH
+            return base.Authentication(base.Verdict.MISSING)
+        if token and secrets and base.token_matches(token, secrets):
+            return base.Authentication(base.Verdict.OK)  # either scheme matching is enough
+        mac = self._signature_mac(request, secrets) if has_signature else None
+        if mac is None:
+            return base.Authentication(base.Verdict.MISMATCH)
+        return base.Authentication(None, (mac,))
 
-    def _signature_matches(self, request: base.WebhookRequest, secrets: Sequence[bytes]) -> bool:
+    def _signature_mac(self, request: base.WebhookRequest, secrets: Sequence[bytes]) -> base.BodyMac | None:
         """Standard Webhooks: `v1,<base64>` entries over `{id}.{timestamp}.{body}`, fresh timestamp."""
         msg_id = request.header("webhook-id").strip()
         stamp = request.header("webhook-timestamp").strip()
         if not msg_id or not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
-            return False
+            return None
         if abs(self.now() - int(stamp)) > SIGNATURE_TOLERANCE_SECONDS:
-            return False
-        given = [
-            entry[3:].encode("ascii", "replace")
-            for entry in request.header("webhook-signature").split()
-            if entry.startswith("v1,")
-        ]
-        message = f"{msg_id}.{stamp}.".encode("utf-8", "replace") + request.body
-        matched = False
-        for secret in secrets:
-            key = _signing_key(secret)
-            if key is None:
-                continue
-            expected = base64.b64encode(hmac.new(key, message, hashlib.sha256).digest())
-            for signature in given:
-                matched |= hmac.compare_digest(expected, signature)
-        return matched
+            return None
+        claimed: list[bytes] = []
+        for entry in request.header("webhook-signature").split():
+            if entry.startswith("v1,"):
+                try:
+                    claimed.append(base64.b64decode(entry[3:], validate=True))
+                except (binascii.Error, ValueError):
+                    continue
+        keys = tuple(k for k in map(_signing_key, secrets) if k is not None)
+        if not claimed or not keys:
+            return None
+        return base.BodyMac("sha256", keys, tuple(claimed), f"{msg_id}.{stamp}.".encode("utf-8", "replace"))
 
     def parse(self, request: base.WebhookRequest) -> events.Parsed:
         event = base.require_header(request, "X-Gitlab-Event")

@@ -52,15 +52,24 @@ class GogsProvider(base.Provider):
     def delivery_id(self, request: base.WebhookRequest) -> str | None:
         return base.first_header(request, *self.delivery_headers)
 
-    def verify(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
+    def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, self.secret_keys[0])
         signature = base.first_header(request, *self.signature_headers)
         if signature is None:
-            return base.Verdict.MISSING
+            return base.Authentication(base.Verdict.MISSING)
+        auth = base.hex_signature_auth(signature, secrets)
+        if auth.verdict is None and request.media_type == base.FORM_MEDIA_TYPE:
+            # The JSON inside the form is signed, not the raw body: it can only be checked whole.
+            return base.Authentication(None, auth.macs, needs_whole_body=True)
+        return auth
+
+    def verify_whole_body(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
         message = signed_payload(request)
         if message is None:
             return base.Verdict.MISMATCH
-        return base.hex_signature_verdict(signature, message, secrets)
+        stream = base.MacStream(self.authenticate(request, credentials).macs)
+        stream.update(message)
+        return stream.verdict()
 
     def parse(self, request: base.WebhookRequest) -> events.Parsed:
         event = base.first_header(request, *self.event_headers)

@@ -22,10 +22,10 @@ import pytest
 from kubernetes import client
 
 from controller.config import load_text
+from controller.decisions import CommitHistory
 from controller.events import PushEvent, RefKind
 from controller.index import GitRepoIndex
 from controller.kube import GROUP, PLURAL, VERSION, GitRepoWatcher, Kube, WatchEvent, load_api_client
-from controller.records import CommitHistory
 from controller.reload import ConfigReloader
 from controller.runtime import reload_callback
 from controller.sync import IndexSync

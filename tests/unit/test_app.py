@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from controller.app import Receiver, make_app
+from controller.app import make_app
 from controller.config import Config, load_text
 from controller.index import GitRepoIndex, gitrepo_info
 from controller.metrics import Metrics
+from controller.pipeline import Receiver
 from controller.reload import ConfigHolder
 from controller.secrets import SecretStore
 from tests.support import delivery, raw_delivery, secret_data, sha

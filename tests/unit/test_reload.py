@@ -127,3 +127,28 @@ async def test_listeners_see_old_and_new(tmp_path: Path) -> None:
     path.write_text(GOOD_2)
     assert await running.reloader.check_now() is True
     assert seen == [("1h", "30m")]
+
+
+async def test_folder_deleted_and_recreated_keeps_reloading(tmp_path: Path) -> None:
+    """Regression: the watch died with its folder, so files in a recreated folder were never read."""
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    path = folder / "config.yaml"
+    path.write_text(GOOD_1)
+    running = Running(path)
+    task = asyncio.create_task(running.reloader.run())
+    try:
+        await asyncio.sleep(0.3)
+        path.unlink()
+        folder.rmdir()
+        await eventually(lambda: bool(running.holder.status.last_error), within=3.0)
+        assert running.holder.current.polling.webhook_interval == "1h"  # the last good config keeps serving
+        folder.mkdir()
+        path.write_text(GOOD_2)
+        await eventually(lambda: running.holder.current.polling.webhook_interval == "30m", within=4.0)
+        assert running.holder.status.last_error is None  # /readyz no longer reports the read error
+        path.write_text(GOOD_1)  # and the new folder is watched, not just read once
+        await eventually(lambda: running.holder.current.polling.webhook_interval == "1h", within=3.0)
+    finally:
+        running.reloader.stop()
+        await asyncio.wait_for(task, 5)

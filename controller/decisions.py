@@ -11,14 +11,23 @@ Rules, in the order they are checked for each candidate GitRepo:
    tag equals it; else `spec.branch` (or `master`, the branch Fleet's controller tracks when
    `spec.branch` is empty) must equal the pushed branch;
 4. already at this commit -> nothing to write;
-5. out of order: the commit is older than the one recorded (see CommitHistory) -> not moved back.
+5. newest by construction: a push whose `before` is the recorded commit, or a forced push (a
+   rollback by force push is the users' way back), is written;
+6. out of order: the commit is older than the one recorded (see CommitHistory) -> not moved back.
+
+Rules 4-6 are `commit_decision`; the writer asks it again after a write conflict, with the GitRepo
+as it is now, so a GitRepo is judged by one rule set whoever asks.
+
+Within one delivery, several changes to one ref collapse to the newest (`collapse`), and each
+GitRepo gets one decision however many refs the delivery moved (`plan_delivery`), so a batch of
+5,000 ref changes costs O(changes + GitRepos), not their product.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from controller.config import Config, GitRepoRef, RepoMapping, Route
@@ -71,8 +80,14 @@ class CommitHistory:
         self._max_walk = max_walk
 
     def learn(self, event: PushEvent) -> None:
-        """Remember that `event.before` is the parent of `event.commit`."""
+        """Remember that `event.before` is the parent of `event.commit`.
+
+        A rollback (W->X, then a force push X->W) would make X and W each other's parent; the older
+        fact is dropped, so W is now the newest and a late redelivery of X is what is out of order.
+        """
         if event.before and event.commit and event.before != event.commit and not event.deleted:
+            if self._parent.get(event.before) == event.commit:
+                del self._parent[event.before]
             self._parent[event.commit] = event.before
             self._parent.move_to_end(event.commit)
             while len(self._parent) > self._max_entries:
@@ -148,6 +163,20 @@ def ref_mismatch(event: PushEvent, gitrepo: GitRepoInfo) -> str | None:
     return None
 
 
+def commit_decision(event: PushEvent, info: GitRepoInfo, via: str, history: CommitHistory) -> Decision:
+    """Rules 4-6: whether `event.commit` should replace what the GitRepo records now."""
+    recorded = info.webhook_commit
+    if recorded == event.commit:
+        return Decision(info, Action.UNCHANGED, "already at this commit", via)
+    if not recorded or event.forced or event.before == recorded:
+        return Decision(info, Action.UPDATE, "commit recorded", via)
+    if history.precedes(event.commit, recorded):
+        return Decision(
+            info, Action.SKIP, f"out of order: {event.commit[:12]} precedes the recorded {recorded[:12]}", via
+        )
+    return Decision(info, Action.UPDATE, "commit recorded", via)
+
+
 def decide(
     event: PushEvent,
     candidate: Candidate,
@@ -156,25 +185,101 @@ def decide(
     history: CommitHistory,
 ) -> Decision:
     """The outcome for one candidate GitRepo; see the module docstring for the rule order."""
-    info = candidate.gitrepo
-
-    def skip(reason: str) -> Decision:
-        return Decision(info, Action.SKIP, reason, candidate.via)
-
-    if config.exclusions.excludes(info.namespace, info.name, info.label_map):
-        return skip("excluded by config exclusions")
-    if candidate.mapping is not None and GitRepoRef(info.namespace, info.name) in candidate.mapping.exclude:
-        return skip(f"excluded by mapping for {candidate.mapping.repo}")
-    if route is not None and not route.allows_namespace(info.namespace):
-        return skip(f"namespace {info.namespace!r} is not allowed by route {route.path!r}")
-    mismatch = ref_mismatch(event, info)
+    unreachable = ineligible(candidate, route, config)
+    if unreachable:
+        return _skipper(candidate)(unreachable)
+    mismatch = ref_mismatch(event, candidate.gitrepo)
     if mismatch:
-        return skip(mismatch)
-    if info.webhook_commit == event.commit:
-        return Decision(info, Action.UNCHANGED, "already at this commit", candidate.via)
-    if info.webhook_commit and history.precedes(event.commit, info.webhook_commit):
-        return skip(f"out of order: {event.commit[:12]} precedes the recorded {info.webhook_commit[:12]}")
-    return Decision(info, Action.UPDATE, "commit recorded", candidate.via)
+        return _skipper(candidate)(mismatch)
+    return commit_decision(event, candidate.gitrepo, candidate.via, history)
+
+
+def ineligible(candidate: Candidate, route: Route | None, config: Config) -> str | None:
+    """Rules 1-2: why this GitRepo may not be updated by this delivery at all, or None."""
+    info = candidate.gitrepo
+    if config.exclusions.excludes(info.namespace, info.name, info.label_map):
+        return "excluded by config exclusions"
+    if candidate.mapping is not None and GitRepoRef(info.namespace, info.name) in candidate.mapping.exclude:
+        return f"excluded by mapping for {candidate.mapping.repo}"
+    if route is not None and not route.allows_namespace(info.namespace):
+        return f"namespace {info.namespace!r} is not allowed by route {route.path!r}"
+    return None
+
+
+def _skipper(candidate: Candidate) -> Callable[[str], Decision]:
+    def skip(reason: str) -> Decision:
+        return Decision(candidate.gitrepo, Action.SKIP, reason, candidate.via)
+
+    return skip
+
+
+def collapse(events: Sequence[PushEvent]) -> list[PushEvent]:
+    """Several changes to one ref in one delivery become the newest of them, in first-seen order.
+
+    The newest is the change whose commit no other change of that ref builds on (its commit is
+    nobody's `before`); when that does not single one out, the last in the payload wins, as a host
+    lists changes in the order they happened. Deletions are kept apart: they never trigger anyway.
+    """
+    groups: dict[tuple[str, str, tuple[str, ...], bool], list[PushEvent]] = {}
+    for event in events:
+        groups.setdefault((event.ref_kind, event.ref_name, event.repo_urls, event.deleted), []).append(event)
+    out: list[PushEvent] = []
+    for group in groups.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        built_on = {e.before for e in group if e.before}
+        tips = [e for e in group if e.commit not in built_on] or group
+        out.append(tips[-1])
+    return out
+
+
+def _tracked_ref(info: GitRepoInfo) -> tuple[RefKind, str]:
+    if info.revision:
+        return RefKind.TAG, info.revision
+    return RefKind.BRANCH, info.branch or FLEET_DEFAULT_BRANCH
+
+
+def plan_delivery(
+    events: Sequence[PushEvent],
+    index: GitRepoIndex,
+    config: Config,
+    route: Route | None,
+    history: CommitHistory,
+) -> list[tuple[PushEvent, Decision]]:
+    """One decision per GitRepo the delivery reaches, paired with the change it is about.
+
+    Each GitRepo is judged against the change to the ref it tracks (a live change before a deletion).
+    When the delivery moved no such ref, the GitRepo is skipped once with the reason of the first
+    change, or, for a batch, a summary naming the ref it tracks.
+    """
+    pushes = collapse(events)
+    if not pushes:
+        return []
+    out: list[tuple[PushEvent, Decision]] = []
+    by_repo: dict[tuple[str, ...], list[PushEvent]] = {}
+    for push in pushes:
+        by_repo.setdefault(push.repo_urls, []).append(push)
+    for group in by_repo.values():
+        by_ref: dict[tuple[RefKind, str], PushEvent] = {}
+        for push in group:
+            held = by_ref.get((push.ref_kind, push.ref_name))
+            if held is None or (held.deleted and not push.deleted):
+                by_ref[(push.ref_kind, push.ref_name)] = push
+        for candidate in candidates(group[0], index, config):
+            tracked = _tracked_ref(candidate.gitrepo)
+            match = by_ref.get(tracked)
+            if match is not None or len(group) == 1:
+                push = match or group[0]
+                out.append((push, decide(push, candidate, route, config, history)))
+                continue
+            kind, name = tracked
+            reason = ineligible(candidate, route, config) or (
+                f"GitRepo tracks {kind} {name!r}; this delivery changed {len(group)} other refs"
+            )
+            out.append((group[0], _skipper(candidate)(reason)))
+    out.sort(key=lambda pair: pair[1].gitrepo.ref)
+    return out
 
 
 def plan(
@@ -184,6 +289,5 @@ def plan(
     route: Route | None,
     history: CommitHistory,
 ) -> list[Decision]:
-    """Decisions for every GitRepo the push reaches, sorted by namespace/name for stable output."""
-    decisions = [decide(event, c, route, config, history) for c in candidates(event, index, config)]
-    return sorted(decisions, key=lambda d: d.gitrepo.ref)
+    """Decisions for every GitRepo one push reaches, sorted by namespace/name for stable output."""
+    return [decision for _, decision in plan_delivery([event], index, config, route, history)]

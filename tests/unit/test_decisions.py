@@ -6,9 +6,9 @@ import itertools
 from typing import Any
 
 from controller.config import load_text
+from controller.decisions import Action, CommitHistory, plan, ref_mismatch
 from controller.events import PushEvent, RefKind
 from controller.index import GitRepoIndex, gitrepo_info
-from controller.records import Action, CommitHistory, plan, ref_mismatch
 from tests.support import sha
 
 URL = "https://github.com/example-org/fleet-apps"

@@ -1,0 +1,625 @@
+"""The delivery pipeline, without HTTP: admit -> (body arrives) -> authenticate -> parse -> plan -> write.
+
+The web layer (app.py) hands over what it received and sends back the `Answer`; tests call the
+same two steps directly. Status codes are decided in one readable order:
+
+    admit (headers only, before any body byte is read or `100 Continue` is sent):
+      404 no route serves the path -> 405 not POST -> 413 Content-Length over limits.maxBodyBytes
+      -> 400 no known provider -> 404 provider disabled / not served on this route -> 503 index not
+      synced -> 503 secret unreadable -> 401 when the headers already settle it (no secret
+      configured, no signature, a malformed one, a wrong token) and no GitRepo's own
+      spec.webhookSecret could still vouch for the body
+    while the body arrives (app.py): 413 over the limit -> 408 too slow -> 503 no memory or spool
+      space left -> 400 broken framing
+    complete:
+      503 too many deliveries being processed -> 401 signature does not match (`unauthorized`, the
+      one place a 401 is built) -> 415/400 payload -> 200 with reasons per GitRepo, or 503 when some
+      GitRepo could not be written (providers that retry will retry)
+
+Authentication comes first. A body the route's secret does not authenticate is never parsed,
+except to find the GitRepos whose own `spec.webhookSecret` might sign it: only when the index holds
+such a GitRepo in the route's namespaces, only up to limits.unverifiedParseBytes, off the event loop
+(parsing.py). Signatures are computed while the body streams in (body.py), so a forged body is never
+held whole in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller import providers as registry
+from controller.body import Body, BodyBudget
+from controller.config import Config, ProviderConfig, Route
+from controller.decisions import Action, CommitHistory, Decision, plan_delivery
+from controller.dedupe import CachedAnswer, DeliveryCache
+from controller.events import Ignored, Parsed, Ping, PushEvent
+from controller.index import GitRepoIndex, GitRepoInfo
+from controller.metrics import Metrics
+from controller.normalize import redact_url
+from controller.parsing import Parsers, ParserUnavailable
+from controller.providers.base import (
+    Authentication,
+    Credential,
+    MacStream,
+    PayloadError,
+    Provider,
+    UnsupportedMediaType,
+    Verdict,
+    WebhookRequest,
+)
+from controller.reload import ConfigHolder
+from controller.secrets import SecretStore, SecretUnavailable
+from controller.updater import GitRepoUpdater, Outcome, WriteResult
+
+log = logging.getLogger("fleet_webhook.receiver")
+
+# GitHub variant used when providers.github.acceptSha1 is set (old GitHub Enterprise servers).
+GITHUB_WITH_SHA1 = registry.GitHubProvider(accept_sha1=True)
+
+# Secret keys tried, in order, when a provider's own key holds nothing. Fleet's receiver handled
+# Gitea through its Gogs parser, so existing `gitjob-webhook` Secrets keep Gitea's secret under `gogs`.
+FALLBACK_SECRET_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {"gitea": (("gogs",),)}
+
+UNKNOWN_PROVIDER = (
+    "not a recognized webhook: none of the headers X-GitHub-Event, X-Gitlab-Event, X-Event-Key, "
+    "X-Hook-UUID, X-Gogs-Event, X-Gitea-Event, X-Forgejo-Event, X-Vss-ActivityId, "
+    "X-Vss-SubscriptionId, X-Fleet-Webhook-Event or X-Fleet-Webhook-Signature"
+)
+
+
+@dataclass
+class Receiver:
+    """Everything a delivery needs. Only `holder.current` and `index` change, each swapped atomically."""
+
+    holder: ConfigHolder
+    index: GitRepoIndex
+    secrets: SecretStore
+    metrics: Metrics
+    updater: GitRepoUpdater | None
+    budget: BodyBudget = field(default_factory=lambda: BodyBudget(16 << 20, 256 << 20, 256 << 10))
+    parsers: Parsers = field(default_factory=Parsers)
+    histories: dict[str, CommitHistory] = field(default_factory=dict)
+    dedupe: DeliveryCache = field(default_factory=lambda: DeliveryCache(3600, 10_000))
+    in_flight: int = 0  # deliveries from admission to answer, bodies still arriving included (shutdown waits)
+    processing: int = 0  # deliveries past their body: what limits.maxConcurrentRequests bounds
+    accepting: bool = True
+
+    def history_for(self, route: Route) -> CommitHistory:
+        """Commit order learnt from this route's deliveries only, so one tenant cannot poison another's."""
+        history = self.histories.get(route.path)
+        if history is None:
+            history = self.histories[route.path] = CommitHistory()
+        return history
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the delivery gets back, plus the labels its metrics and log line carry."""
+
+    status: int
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    outcome: str = "accepted"
+    provider: str = "unknown"
+    delivery: str | None = None
+
+
+class Refusal(Exception):
+    """An early answer: a status code, a reason for the JSON body, a metrics outcome."""
+
+    def __init__(self, status: int, reason: str, outcome: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.outcome = outcome
+        self.headers = dict(headers or {})
+        self.provider = "unknown"
+        self.delivery: str | None = None
+
+    def answer(self) -> Answer:
+        """The refusal as an answer."""
+        return Answer(self.status, {"error": self.reason}, self.headers, self.outcome, self.provider, self.delivery)
+
+
+def busy(reason: str, outcome: str = "busy", retry_after: int = 1) -> Refusal:
+    """A 503 that asks the sender to retry."""
+    return Refusal(503, reason, outcome, {"Retry-After": str(retry_after)})
+
+
+@dataclass
+class Admission:
+    """A delivery whose headers passed: what the body will be checked against, and how far it may grow."""
+
+    config: Config
+    route: Route
+    provider: Provider
+    provider_cfg: ProviderConfig
+    head: WebhookRequest  # headers and query; body empty
+    delivery: str | None
+    auth: Authentication | None  # None: no secret is configured for this provider on this route
+    may_use_gitrepo_secrets: bool
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def route_ok_before_body(self) -> bool:
+        """The headers already authenticate the delivery (or unauthenticated deliveries are allowed)."""
+        if self.auth is None:
+            return self.provider_cfg.allow_unauthenticated
+        return self.auth.verdict is Verdict.OK
+
+    @property
+    def failed_before_body(self) -> bool:
+        """The headers already show the route's secret cannot authenticate the delivery."""
+        if self.auth is None:
+            return not self.provider_cfg.allow_unauthenticated
+        return self.auth.verdict in (Verdict.MISSING, Verdict.MISMATCH)
+
+    @property
+    def max_bytes(self) -> int:
+        """How much body may be read: everything, or only what an unauthenticated parse may take."""
+        if self.failed_before_body:
+            return min(self.config.limits.unverified_parse_bytes, self.config.limits.spool_after_bytes)
+        return self.config.limits.max_body_bytes
+
+    def fail(self, refusal: Refusal) -> Refusal:
+        """`refusal`, labelled with this delivery's provider and id."""
+        refusal.provider, refusal.delivery = self.provider.name, self.delivery
+        return refusal
+
+
+def _rekey(creds: Sequence[Credential], keys: Sequence[str]) -> list[Credential]:
+    """Credential sets read under fallback keys, renamed to the keys the provider verifies with."""
+    return [dict(zip(keys, c.values(), strict=False)) for c in creds]
+
+
+def _gitrepo_entry(info: GitRepoInfo, **extra: Any) -> dict[str, Any]:
+    return {"namespace": info.namespace, "name": info.name, **{k: v for k, v in extra.items() if v is not None}}
+
+
+class Pipeline:
+    """The steps of one delivery; `Receiver` holds the state they share."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.r = receiver
+
+    # --- admit: headers only ---------------------------------------------------------------------
+
+    async def admit(self, path: str, head: WebhookRequest, content_length: int | None) -> Admission:
+        """Everything that can be decided before the body is read; raises Refusal."""
+        config = self.r.holder.current
+        route = config.route_for(path)
+        if route is None:
+            raise Refusal(404, f"no webhook route serves {path!r}", "unknown_route")
+        if head.method != "POST":
+            raise Refusal(405, "webhooks must be POSTed", "method_not_allowed", {"Allow": "POST"})
+        if content_length is not None and content_length > config.limits.max_body_bytes:
+            raise self.too_large(config)
+        provider = registry.detect(head)
+        if provider is None:
+            raise Refusal(400, UNKNOWN_PROVIDER, "unknown_provider")
+        if provider.name == "github" and config.provider("github").accept_sha1:
+            provider = GITHUB_WITH_SHA1
+        provider_cfg = config.provider(provider.name)
+        admission = Admission(
+            config=config,
+            route=route,
+            provider=provider,
+            provider_cfg=provider_cfg,
+            head=head,
+            delivery=provider.delivery_id(head),
+            auth=None,
+            may_use_gitrepo_secrets=False,
+        )
+        if not provider_cfg.enabled:
+            raise admission.fail(Refusal(404, f"provider {provider.name!r} is disabled", "provider_disabled"))
+        if not route.allows_provider(provider.name):
+            reason = f"provider {provider.name!r} is not served on route {route.path!r}"
+            raise admission.fail(Refusal(404, reason, "provider_not_routed"))
+        if not self.r.index.synced:
+            raise admission.fail(busy("GitRepo index is not synced yet", "not_ready", 2))
+        creds = await self._route_credentials(admission)
+        admission.auth = provider.authenticate(head, creds) if creds else None
+        admission.may_use_gitrepo_secrets = config.secrets.gitrepo_secrets and self.r.index.has_webhook_secrets(
+            route.namespaces
+        )
+        if admission.failed_before_body:
+            too_big = content_length is not None and content_length > admission.max_bytes
+            if not admission.may_use_gitrepo_secrets or too_big:
+                raise await self.unauthorized(admission)
+        return admission
+
+    def too_large(self, config: Config) -> Refusal:
+        """413 for a body over limits.maxBodyBytes."""
+        limit = config.limits.max_body_bytes
+        return Refusal(413, f"body larger than {limit} bytes", "too_large", {"Connection": "close"})
+
+    async def over_limit(self, admission: Admission) -> Refusal:
+        """What a body that grew past `admission.max_bytes` gets."""
+        if admission.failed_before_body:
+            return await self.unauthorized(admission)
+        return admission.fail(self.too_large(admission.config))
+
+    def open_body(self, admission: Admission) -> Body:
+        """The buffer the body is written into; it computes the route's signature as it streams."""
+        auth = admission.auth
+        streamed = auth is not None and auth.verdict is None and not auth.needs_whole_body
+        return Body(self.r.budget, MacStream(auth.macs) if streamed and auth is not None else None)
+
+    async def _route_credentials(self, admission: Admission) -> list[Credential]:
+        provider, config = admission.provider, admission.config
+        source = admission.route.secret or config.secrets.source
+        suffix = config.secrets.previous_suffix
+        try:
+            creds = await self.r.secrets.credentials(source, provider.secret_keys, suffix)
+            for keys in FALLBACK_SECRET_KEYS.get(provider.name, ()):
+                creds = creds or _rekey(await self.r.secrets.credentials(source, keys, suffix), provider.secret_keys)
+            return creds
+        except SecretUnavailable as exc:
+            raise admission.fail(busy(f"webhook secret unavailable ({exc})", "secret_unavailable", 5)) from None
+
+    # --- complete: the body has arrived --------------------------------------------------------
+
+    async def complete(self, admission: Admission, body: Body) -> Answer:
+        """Authenticate, parse, decide, write and answer; raises Refusal for early answers."""
+        limits = admission.config.limits
+        if self.r.processing >= limits.max_concurrent_requests:
+            raise admission.fail(busy("too many deliveries in progress"))
+        self.r.processing += 1
+        try:
+            async with asyncio.timeout(limits.request_timeout_seconds):
+                return await self._complete(admission, body)
+        except TimeoutError:
+            raise admission.fail(busy("delivery took too long; retry later", "timeout", 5)) from None
+        except ParserUnavailable as exc:
+            raise admission.fail(busy(str(exc), "parser_unavailable", 5)) from None
+        finally:
+            self.r.processing -= 1
+
+    async def _route_verdict(self, admission: Admission, body: Body) -> bool:
+        """Whether the route's secret (or allowUnauthenticated) accepts the delivery."""
+        auth = admission.auth
+        if auth is None or auth.verdict is not None:
+            return admission.route_ok_before_body
+        if auth.needs_whole_body:
+            if body.spooled:
+                return False  # only the small form bodies Gogs/Gitea send are unwrapped to be verified
+            creds = await self._route_credentials(admission)
+            request = _with_body(admission.head, body.in_memory_bytes())
+            return admission.provider.verify_whole_body(request, creds) is Verdict.OK
+        macs = body.macs
+        return macs is not None and macs.verdict() is Verdict.OK
+
+    async def _complete(self, admission: Admission, body: Body) -> Answer:
+        provider, config, route = admission.provider, admission.config, admission.route
+        request_ok = await self._route_verdict(admission, body)
+        if not request_ok and not admission.may_use_gitrepo_secrets:
+            raise await self.unauthorized(admission)
+        try:
+            if request_ok:
+                parsed_all = await self.r.parsers.authenticated(provider, admission.head, body)
+            else:
+                parsed_all = await self.r.parsers.unverified(
+                    provider,
+                    admission.head,
+                    body,
+                    min(config.limits.unverified_parse_bytes, config.limits.spool_after_bytes),
+                )
+        except UnsupportedMediaType as exc:
+            if not request_ok:
+                raise await self.unauthorized(admission) from None
+            raise admission.fail(Refusal(415, str(exc), "unsupported_media_type")) from None
+        except PayloadError as exc:
+            if not request_ok:
+                raise await self.unauthorized(admission) from None
+            raise admission.fail(Refusal(400, f"malformed {provider.name} payload: {exc}", "bad_payload")) from None
+
+        pushes = [p for p in parsed_all if isinstance(p, PushEvent)]
+        unauthenticated_ok = admission.auth is None and admission.provider_cfg.allow_unauthenticated
+        if not pushes:
+            if not request_ok and not await self._ping_authorized(parsed_all, admission, body):
+                raise await self.unauthorized(admission)
+            if unauthenticated_ok:
+                self._warn_unauthenticated(admission)
+            return self._non_push_answer(parsed_all, admission)
+
+        dedupe_key = f"{route.path} {provider.name}"
+        cached = self.r.dedupe.get(dedupe_key, admission.delivery) if request_ok else None
+        if cached is not None:
+            self.r.metrics.dedupe_hits.labels(provider.name).inc()
+            answer = json.loads(cached.body)
+            answer["duplicate"] = True
+            return Answer(cached.status, answer, {}, "duplicate", provider.name, admission.delivery)
+
+        history = self.r.history_for(route)
+        decisions = plan_delivery(pushes, self.r.index, config, route, history)
+        auth_cache: dict[tuple[str, str], tuple[bool, str]] = {}
+        authorized_any = request_ok
+        checked: list[tuple[PushEvent, Decision, str | None]] = []
+        for index, (push, decision) in enumerate(decisions):
+            if index % 500 == 499:
+                await asyncio.sleep(0)  # a batch of thousands of refs must not hold the loop
+            ok, why = await self._authorized_for(decision.gitrepo, admission, body, request_ok, auth_cache)
+            authorized_any |= ok
+            checked.append((push, decision, None if ok else why))
+        if not authorized_any:
+            tried_own = any(d.gitrepo.webhook_secret for _, d in decisions)
+            raise await self.unauthorized(admission, tried_gitrepo_secrets=tried_own)
+        if unauthenticated_ok:
+            self._warn_unauthenticated(admission)
+
+        for push in pushes:
+            history.learn(push)
+        status, answer = await self._apply(checked, admission, history, request_ok)
+        if status < 500:
+            self.r.dedupe.put(dedupe_key, admission.delivery, CachedAnswer(status, json.dumps(answer).encode()))
+        self._log_delivery(admission, pushes, answer, status)
+        outcome = "accepted" if status < 500 else "write_failed"
+        retry = {"Retry-After": "5"} if status == 503 else {}  # some GitRepo write failed: ask for a retry
+        return Answer(status, answer, retry, outcome, provider.name, admission.delivery)
+
+    async def _ping_authorized(self, parsed_all: Sequence[Parsed], admission: Admission, body: Body) -> bool:
+        """A ping signed with the webhookSecret of a GitRepo of its repository is authentic too.
+
+        Without this, a host whose only secret is a GitRepo's own would see its "test delivery" fail.
+        """
+        urls = [u for p in parsed_all if isinstance(p, Ping | Ignored) for u in p.repo_urls]
+        cache: dict[tuple[str, str], tuple[bool, str]] = {}
+        for key in dict.fromkeys(k for k in map(self.r.index.key, urls) if k is not None):
+            for info in self.r.index.lookup(key):
+                if info.webhook_secret and (await self._authorized_for(info, admission, body, False, cache))[0]:
+                    return True
+        return False
+
+    async def _authorized_for(
+        self,
+        info: GitRepoInfo,
+        admission: Admission,
+        body: Body,
+        request_ok: bool,
+        cache: dict[tuple[str, str], tuple[bool, str]],
+    ) -> tuple[bool, str]:
+        """Whether the delivery is authentic for this GitRepo (its own webhookSecret wins)."""
+        config, provider = admission.config, admission.provider
+        if not (config.secrets.gitrepo_secrets and info.webhook_secret):
+            return request_ok, "not authenticated with the route's secret"
+        key = (info.namespace, info.webhook_secret)
+        if key in cache:
+            return cache[key]
+        try:
+            creds = await self.r.secrets.gitrepo_credentials(
+                info.namespace, info.webhook_secret, provider.secret_keys, config.secrets.previous_suffix
+            )
+            for keys in FALLBACK_SECRET_KEYS.get(provider.name, ()):
+                if creds == []:
+                    fallback = await self.r.secrets.gitrepo_credentials(
+                        info.namespace, info.webhook_secret, keys, config.secrets.previous_suffix
+                    )
+                    creds = _rekey(fallback or [], provider.secret_keys)
+        except SecretUnavailable as exc:
+            raise admission.fail(busy(f"webhook secret unavailable ({exc})", "secret_unavailable", 5)) from None
+        if creds is None:
+            result = (False, f"spec.webhookSecret {info.webhook_secret!r} not found in namespace {info.namespace!r}")
+        elif not creds:
+            names = ", ".join(provider.secret_keys)
+            result = (False, f"spec.webhookSecret {info.webhook_secret!r} has no key {names}")
+        elif await self._verify_whole(admission, body, creds) is Verdict.OK:
+            result = (True, "")
+        else:
+            result = (False, f"signature does not match spec.webhookSecret {info.webhook_secret!r}")
+        cache[key] = result
+        return result
+
+    async def _verify_whole(self, admission: Admission, body: Body, creds: Sequence[Credential]) -> Verdict:
+        """A GitRepo secret's verdict on the whole body (in a worker thread when the body is large)."""
+        raw = await body.read()
+        request = _with_body(admission.head, raw)
+        if len(raw) > 1 << 20:
+            return await asyncio.to_thread(admission.provider.verify, request, creds)
+        return admission.provider.verify(request, creds)
+
+    async def _apply(
+        self,
+        checked: Sequence[tuple[PushEvent, Decision, str | None]],
+        admission: Admission,
+        history: CommitHistory,
+        request_ok: bool,
+    ) -> tuple[int, dict[str, Any]]:
+        """Write what was decided and build the answer.
+
+        The answer never lists GitRepos the caller has no business knowing about: those in
+        namespaces the route may not update, and, for a caller authenticated only by one GitRepo's
+        own webhookSecret, the GitRepos that secret does not cover. They are only counted.
+        """
+        config, route = admission.config, admission.route
+        updated: list[dict[str, Any]] = []
+        unchanged: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        to_write: list[tuple[PushEvent, Decision]] = []
+        hidden = 0
+        for push, decision, auth_problem in checked:
+            info = decision.gitrepo
+            if not route.allows_namespace(info.namespace) or (auth_problem and not request_ok):
+                hidden += 1
+            elif auth_problem:
+                skipped.append(_gitrepo_entry(info, reason=auth_problem, via=decision.via))
+            elif decision.action is Action.SKIP:
+                skipped.append(_gitrepo_entry(info, reason=decision.reason, via=decision.via))
+            elif decision.action is Action.UNCHANGED:
+                unchanged.append(_gitrepo_entry(info, commit=push.commit, reason=decision.reason, via=decision.via))
+            elif len(to_write) >= config.limits.max_gitrepos_per_delivery:
+                reason = f"over limits.maxGitReposPerDelivery ({config.limits.max_gitrepos_per_delivery})"
+                skipped.append(_gitrepo_entry(info, reason=reason, via=decision.via))
+            else:
+                to_write.append((push, decision))
+        if to_write:
+            if self.r.updater is None:
+                raise admission.fail(busy("no Kubernetes API configured", "no_api", 5))
+            deadline = time.monotonic() + config.limits.request_timeout_seconds
+            results: list[WriteResult] = await asyncio.gather(
+                *(self.r.updater.record(d.gitrepo, p, config.polling, deadline, history) for p, d in to_write)
+            )
+            for (push, decision), result in zip(to_write, results, strict=True):
+                entry = _gitrepo_entry(result.gitrepo, commit=push.commit, via=decision.via)
+                if result.outcome is Outcome.UPDATED:
+                    if result.polling_interval_set:
+                        entry["pollingIntervalSet"] = result.polling_interval_set
+                    updated.append(entry)
+                elif result.outcome is Outcome.UNCHANGED:
+                    unchanged.append({**entry, "reason": result.reason})
+                elif result.outcome is Outcome.SKIPPED:
+                    skipped.append({**entry, "reason": result.reason})
+                else:
+                    failed.append({**entry, "reason": result.reason})
+        answer: dict[str, Any] = {
+            "provider": admission.provider.name,
+            "delivery": admission.delivery,
+            "updated": updated,
+            "unchanged": unchanged,
+            "skipped": skipped,
+        }
+        if hidden:
+            answer["notListed"] = hidden
+        if failed:
+            answer["failed"] = failed
+            return 503, answer
+        if not (updated or unchanged or skipped or hidden):
+            answer["reason"] = "no GitRepo matches this repository"
+        return 200, answer
+
+    def _non_push_answer(self, parsed_all: Sequence[Parsed], admission: Admission) -> Answer:
+        name, delivery = admission.provider.name, admission.delivery
+        first = parsed_all[0] if parsed_all else None
+        if isinstance(first, Ping):
+            return Answer(200, {"provider": name, "delivery": delivery, "ping": True}, {}, "ping", name, delivery)
+        if isinstance(first, Ignored):
+            answer = {"provider": name, "delivery": delivery, "ignored": first.event, "reason": first.reason}
+            return Answer(200, answer, {}, "ignored", name, delivery)
+        answer = {"provider": name, "delivery": delivery, "ignored": "push", "reason": "no ref change in this delivery"}
+        return Answer(200, answer, {}, "ignored", name, delivery)
+
+    # --- the one place a 401 is decided --------------------------------------------------------
+
+    async def unauthorized(self, admission: Admission, *, tried_gitrepo_secrets: bool = False) -> Refusal:
+        """The 401 for this delivery, its reason, metric and security log line."""
+        provider, config, route = admission.provider, admission.config, admission.route
+        source = route.secret or config.secrets.source
+        where = source.describe()
+        verdict = None if admission.auth is None else admission.auth.verdict
+        if tried_gitrepo_secrets:
+            reason = (
+                f"{provider.name} signature/token matches neither {where} nor the spec.webhookSecret "
+                "of the GitRepos of this repository"
+            )
+            label = "mismatch"
+        elif admission.auth is None:
+            keys = " and ".join(repr(k) for k in provider.secret_keys)
+            blank = await self._blank_keys(admission)
+            if blank:
+                names = " and ".join(repr(k) for k in blank)
+                reason = f"the value of key {names} in {where} is blank (only spaces or newlines): set the secret"
+            else:
+                reason = (
+                    f"no secret configured for {provider.name}: add key {keys} to {where} "
+                    f"(or set providers.{provider.name}.allowUnauthenticated: true)"
+                )
+            label = "no_secret"
+        elif verdict is Verdict.MISSING:
+            reason = f"{provider.name} delivery carries no signature/token header"
+            label = "missing"
+        else:
+            reason = f"{provider.name} signature/token does not match the configured secret"
+            label = "mismatch"
+        self.r.metrics.verification_failures.labels(provider.name, label).inc()
+        log.warning(
+            "webhook verification failed",
+            extra={"security": True, "provider": provider.name, "reason": label, "route": route.path},
+        )
+        return admission.fail(Refusal(401, reason, "unauthorized", {"Connection": "close"}))
+
+    async def _blank_keys(self, admission: Admission) -> list[str]:
+        source = admission.route.secret or admission.config.secrets.source
+        try:
+            keys = [*admission.provider.secret_keys]
+            for fallback in FALLBACK_SECRET_KEYS.get(admission.provider.name, ()):
+                keys.extend(fallback)
+            return await self.r.secrets.blank_keys(source, keys)
+        except SecretUnavailable:
+            return []
+
+    def _warn_unauthenticated(self, admission: Admission) -> None:
+        self.r.metrics.unauthenticated.labels(admission.provider.name).inc()
+        log.warning(
+            "unauthenticated webhook accepted (allowUnauthenticated is on)",
+            extra={"provider": admission.provider.name, "delivery": admission.delivery, "security": True},
+        )
+
+    # --- bookkeeping -----------------------------------------------------------------------------
+
+    def record(self, answer: Answer, route_name: str, started: float) -> None:
+        """Metrics for every answer, and a log line for refusals."""
+        self.r.metrics.requests.labels(answer.provider, route_name, answer.outcome, str(answer.status)).inc()
+        self.r.metrics.request_seconds.labels(answer.provider).observe(time.monotonic() - started)
+        if answer.status >= 400 and "error" in answer.body:
+            log.info(
+                "delivery refused",
+                extra={
+                    "provider": answer.provider,
+                    "route": route_name,
+                    "status": answer.status,
+                    "reason": answer.body["error"],
+                    "delivery": answer.delivery,
+                },
+            )
+
+    def _log_delivery(
+        self, admission: Admission, pushes: Sequence[PushEvent], answer: dict[str, Any], status: int
+    ) -> None:
+        first = pushes[0]
+        log.info(
+            "delivery handled",
+            extra={
+                "provider": admission.provider.name,
+                "delivery": admission.delivery,
+                "repo": redact_url(first.repo_urls[0]) if first.repo_urls else "",
+                "ref": f"{first.ref_kind}:{first.ref_name}",
+                "commit": first.commit,
+                "changes": len(pushes),
+                "status": status,
+                "outcome": "accepted" if status < 500 else "write_failed",
+                "updated": [f"{u['namespace']}/{u['name']}" for u in answer["updated"]],
+                "skipped": len(answer["skipped"]),
+                "failed": len(answer.get("failed", [])),
+            },
+        )
+
+    # --- for callers without HTTP (tests, benchmarks) ------------------------------------------
+
+    async def deliver(self, path: str, request: WebhookRequest) -> Answer:
+        """The whole pipeline for a request held in memory, recorded in metrics like an HTTP one."""
+        started = time.monotonic()
+        route = self.r.holder.current.route_for(path)
+        try:
+            admission = await self.admit(path, request, len(request.body))
+            body = self.open_body(admission)
+            try:
+                if len(request.body) > admission.max_bytes:
+                    raise await self.over_limit(admission)
+                body.write(request.body)
+                answer = await self.complete(admission, body)
+            finally:
+                body.close()
+        except Refusal as refusal:
+            answer = refusal.answer()
+        self.record(answer, route.path if route else "none", started)
+        return answer
+
+
+def _with_body(head: WebhookRequest, body: bytes) -> WebhookRequest:
+    return WebhookRequest(method=head.method, headers=head.headers, body=body, query=head.query)
