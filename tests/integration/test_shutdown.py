@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,91 +20,11 @@ from kubernetes import client
 
 from tests.integration.receiver_env import ReceiverEnv
 from tests.live import build_request, read_response
+from tests.served import Served, free_port, start_serve
 from tests.support import delivery, secret_data, sha
 
 SECRET = "shutdown-secret-6b2d"
 URL = "https://github.com/example-org/draining"
-FLEET_WEBHOOK = Path(sys.executable).parent / "fleet-webhook"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Served:
-    """One `fleet-webhook serve` process and its log."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path, probe_port: int | None = None) -> None:
-        self.proc, self.port, self.log = proc, port, log
-        self.probe_port = probe_port or port
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.probe_port}/readyz", timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    def accepts(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for raw in self.log.read_text(errors="replace").splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                lines.append({"msg": raw})
-        return lines
-
-
-@pytest.fixture
-def serve(control_plane: Any, namespace: str, tmp_path: Path) -> Iterator[Any]:
-    started: list[Served] = []
-
-    def start(grace: float, read_timeout: float = 10, probe_port: int | None = None) -> Served:
-        config = tmp_path / "config.yaml"
-        config.write_text(f"watch:\n  namespaces: [{namespace}]\nlimits:\n  readTimeoutSeconds: {read_timeout}\n")
-        port = free_port()
-        log = tmp_path / f"serve-{port}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    str(FLEET_WEBHOOK),
-                    "serve",
-                    f"--kubeconfig={control_plane.kubeconfig}",
-                    "--host=127.0.0.1",
-                    f"--port={port}",
-                    f"--namespace={namespace}",
-                    f"--config={config}",
-                    f"--shutdown-grace-seconds={grace}",
-                    "--log-format=json",
-                    *([f"--probe-port={probe_port}"] if probe_port else []),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        served = Served(proc, port, log, probe_port)
-        started.append(served)
-        deadline = time.monotonic() + 30
-        while not served.ready():
-            assert proc.poll() is None, f"serve exited with {proc.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"serve never became ready:\n{log.read_text()}"
-            time.sleep(0.1)
-        return served
-
-    yield start
-    for served in started:
-        if served.proc.poll() is None:
-            served.proc.kill()
-            served.proc.wait(5)
 
 
 def half_sent_delivery(port: int, commit: str) -> tuple[socket.socket, bytes]:
@@ -116,6 +34,21 @@ def half_sent_delivery(port: int, commit: str) -> tuple[socket.socket, bytes]:
     sock = socket.create_connection(("127.0.0.1", port), timeout=15)
     sock.sendall(request[:-100])
     return sock, request[-100:]
+
+
+@pytest.fixture
+def serve(control_plane: Any, namespace: str, tmp_path: Path) -> Iterator[Any]:
+    started: list[Served] = []
+
+    def start(grace: float, read_timeout: float = 10, probe_port: int | None = None) -> Served:
+        config = f"watch:\n  namespaces: [{namespace}]\nlimits:\n  readTimeoutSeconds: {read_timeout}\n"
+        served = start_serve(control_plane.kubeconfig, namespace, tmp_path, config, grace=grace, probe_port=probe_port)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()
 
 
 def prepare(kube_api: client.ApiClient, control_plane: Any, namespace: str) -> ReceiverEnv:

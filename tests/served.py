@@ -1,0 +1,130 @@
+"""A real `fleet-webhook serve` process on loopback, for tests that need the whole program (signals, RSS).
+
+`start_serve` writes the config, starts the console script against the test control plane and waits
+for `/readyz`; `Served.stop` kills it if it is still running.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+FLEET_WEBHOOK = Path(sys.executable).parent / "fleet-webhook"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Served:
+    """One `fleet-webhook serve` process and its log."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path, probe_port: int | None = None) -> None:
+        self.proc, self.port, self.log = proc, port, log
+        self.probe_port = probe_port or port
+
+    def ready(self) -> bool:
+        """Whether /readyz answers 200."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.probe_port}/readyz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def accepts(self) -> bool:
+        """Whether the webhook port accepts connections."""
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process and its children (the parse worker), from /proc."""
+        total = 0
+        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                continue
+        return total
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far."""
+        lines = []
+        for raw in self.log.read_text(errors="replace").splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                lines.append({"msg": raw})
+        return lines
+
+    def stop(self) -> None:
+        """Kill the process if it is still running."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def start_serve(
+    kubeconfig: Path,
+    namespace: str,
+    folder: Path,
+    config: str,
+    *,
+    grace: float = 10.0,
+    probe_port: int | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Served:
+    """Start `fleet-webhook serve` with `config` and wait until it is ready (30 s at most)."""
+    config_file = folder / "config.yaml"
+    config_file.write_text(config)
+    port = free_port()
+    log = folder / f"serve-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(FLEET_WEBHOOK),
+                "serve",
+                f"--kubeconfig={kubeconfig}",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--namespace={namespace}",
+                f"--config={config_file}",
+                f"--shutdown-grace-seconds={grace}",
+                "--log-format=json",
+                *([f"--probe-port={probe_port}"] if probe_port else []),
+                *extra_args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    served = Served(proc, port, log, probe_port)
+    deadline = time.monotonic() + 30
+    while not served.ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}:\n{log.read_text()}")
+        if time.monotonic() > deadline:
+            served.stop()
+            raise AssertionError(f"serve never became ready:\n{log.read_text()}")
+        time.sleep(0.1)
+    return served
