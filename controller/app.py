@@ -30,7 +30,7 @@ log = logging.getLogger("fleet_webhook.receiver")
 READ_CHUNK = 64 * 1024
 
 RECEIVER = web.AppKey("receiver", Receiver)
-ADMISSION_KEY = "fleet_webhook.admission"
+ADMISSION_KEY = web.RequestKey("admission", Admission)
 
 
 def json_response(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> web.Response:
@@ -87,7 +87,7 @@ class WebhookHandler:
             self.r.in_flight -= 1
 
     async def _deliver(self, request: web.Request) -> Answer:
-        admission: Admission | None = request.get(ADMISSION_KEY)
+        admission = request.get(ADMISSION_KEY)
         if admission is None:
             admission = await self.pipeline.admit(request.path, _head(request), request.content_length)
         body = self.pipeline.open_body(admission)

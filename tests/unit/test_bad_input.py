@@ -34,7 +34,7 @@ from controller.events import PushEvent
 from controller.logs import CLIENT_ERRORS
 from controller.providers import by_name
 from controller.providers.base import WebhookRequest
-from tests.live import DOCUMENTED_CODES, FakeUpdater, LiveServer, RawResponse, build_request, raw_request
+from tests.live import DOCUMENTED_CODES, FakeUpdater, LiveServer, RawResponse, build_request, raw_request, read_response
 from tests.support import PROVIDERS, delivery, json_values, replace_one_node, secret_data, sha, sign
 from tests.unit.test_app import gitrepo, receiver
 
@@ -473,6 +473,57 @@ def test_declared_oversize_body_is_413_before_the_body_is_sent(server: LiveServe
     assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
     assert b"Connection: close" in answer
     assert time.monotonic() - started < 2
+
+
+def test_expect_100_continue_with_an_oversized_length_gets_413_and_no_continue(server: LiveServer) -> None:
+    headers, _ = push("github")
+    head = build_request(headers, b"", content_length=False)[:-2]
+    head += b"Content-Length: 10737418240\r\nExpect: 100-continue\r\n\r\n"
+    with server.connect(5) as sock:
+        sock.sendall(head)
+        resp = read_response(sock, time.monotonic())
+    assert resp.status == 413, resp.body
+    assert b"100 Continue" not in resp.body
+    assert "larger than" in json.loads(resp.body)["error"]
+
+
+def test_expect_100_continue_is_sent_only_after_admission(server: LiveServer) -> None:
+    """An unsigned delivery is refused instead of being invited to send its body; a signed one is invited."""
+    headers, doc = push("github")
+    body = json.dumps(doc).encode()
+    unsigned = {k: v for k, v in headers.items() if not k.lower().startswith("x-hub-signature")}
+    with server.connect(5) as sock:
+        sock.sendall(build_request(unsigned, b"")[:-2] + b"Expect: 100-continue\r\n\r\n")
+        resp = read_response(sock, time.monotonic())
+    assert resp.status == 401
+    assert b"100 Continue" not in resp.body
+    with server.connect(5) as sock:
+        full = build_request({**headers, "Expect": "100-continue"}, body)
+        sock.sendall(full[: len(full) - len(body)])  # the head only, then wait for the invitation
+        sock.settimeout(5)
+        interim = sock.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100 Continue"), interim[:80]
+        sock.sendall(body)
+        final = read_response(sock, time.monotonic())
+    assert final.status == 200, final.body
+
+
+def test_unknown_expectation_is_a_json_417(server: LiveServer) -> None:
+    headers, doc = push("github")
+    resp = raw_request(server, build_request({**headers, "Expect": "something-else"}, json.dumps(doc).encode()))
+    assert resp.status == 417
+    assert resp.headers["content-type"].startswith("application/json")
+    assert "100-continue" in json.loads(resp.body)["error"]
+
+
+@pytest.mark.parametrize(
+    "request_line", [b"CONNECT 127.0.0.1:443 HTTP/1.1", b"OPTIONS * HTTP/1.1", b"GET /\x7f HTTP/1.1"]
+)
+def test_odd_request_targets_get_json_errors(server: LiveServer, request_line: bytes) -> None:
+    resp = raw_request(server, request_line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert 400 <= resp.status < 500, resp
+    assert resp.headers["content-type"].startswith("application/json"), resp
+    assert json.loads(resp.body)["error"]
 
 
 def test_chunked_oversize_body_is_cut_off_without_reading_it_all(server: LiveServer) -> None:
