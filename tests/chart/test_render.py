@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -352,3 +353,28 @@ def test_environment_is_settings_the_receiver_accepts(
         settings.shutdown_delay_seconds + settings.shutdown_grace_seconds
         < (one(manifests, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
     )
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * factor
+    return float(quantity) / (1 << 20)
+
+
+def test_default_resources_follow_the_body_budget(helm: Helm) -> None:
+    """The spool fits the /tmp emptyDir, and the memory limit covers the budget (docs/security.md)."""
+    schema = json.loads((REPO_ROOT / "schema" / "config.schema.json").read_text())
+    limits = schema["properties"]["limits"]["properties"]
+    manifests = helm.template()
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    c = container(manifests)
+    tmp_volume = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    spool = limits["spoolBytes"]["default"] / (1 << 20)
+    assert _mebibytes(tmp_volume["emptyDir"]["sizeLimit"]) >= spool + 32
+    assert {"name": "FLEET_WEBHOOK_SPOOL_DIR", "value": "/tmp"} in c["env"]
+    # process (96Mi) + all bodies in memory + one maximal authenticated parse (~5x the body, measured)
+    body_memory = limits["bodyMemoryBytes"]["default"] / (1 << 20)
+    max_body = limits["maxBodyBytes"]["default"] / (1 << 20)
+    assert _mebibytes(c["resources"]["limits"]["memory"]) >= 96 + body_memory + 5 * max_body

@@ -255,11 +255,16 @@ def test_signed_24mib_push_is_recorded_without_stalling_others(
     body = big_push(24 * MIB, commit)
     headers, _ = fixture("github", "push")
     signed = sign("github", headers, body, SECRET)
-    with SignedTraffic(served.port, every=0.02) as traffic:
+    with RssSampler(served) as rss, SignedTraffic(served.port, every=0.02) as traffic:
         time.sleep(0.3)
         resp = send(served.port, build_request(signed, body))
         time.sleep(0.3)
-    print(f"signed {len(body) / MIB:.1f} MiB push: {resp.status} in {resp.seconds * 1000:.0f} ms; {traffic.summary()}")
+    print(
+        f"signed {len(body) / MIB:.1f} MiB push: {resp.status} in {resp.seconds * 1000:.0f} ms; "
+        f"RSS {rss.baseline / MIB:.0f} MiB, peak +{rss.growth / MIB:.0f} MiB (parse worker included); {traffic.summary()}"
+    )
+    # The chart's memory limit (docs/security.md) assumes one maximal authenticated parse costs at most this.
+    assert rss.growth < 160 * MIB
     assert resp.status == 200, resp.body
     assert json.loads(resp.body)["updated"] == [
         {"namespace": namespace, "name": "intake", "commit": commit, "via": "spec.repo"}
