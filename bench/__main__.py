@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, lookup, memory, report, throughput
+from bench import e2e, intake, lookup, memory, report, throughput
 from bench.stats import REPO_ROOT
 
-BENCHMARKS = ("lookup", "throughput", "e2e", "memory")
+BENCHMARKS = ("lookup", "throughput", "e2e", "memory", "intake")
 
 
 def _int_list(name: str, default: str) -> list[int]:
@@ -55,6 +55,7 @@ def settings() -> dict[str, Any]:
         "e2e_kubeconfig": os.environ.get("BENCH_KUBECONFIG") or None,
         "memory_sizes": _int_list("BENCH_MEMORY_SIZES", "1000,10000" if quick else "10000,100000"),
         "memory_repeats": int(_num("BENCH_MEMORY_REPEATS", 1 if quick else 2)),
+        "intake_gitrepos": int(_num("BENCH_INTAKE_GITREPOS", 1000 if quick else 10_000)),
         "out": Path(os.environ.get("BENCH_OUT", str(REPO_ROOT / "bench" / "results.json"))),
     }
 
@@ -106,6 +107,7 @@ def main() -> int:
             profile_dir=cfg["profile_dir"],
         ),
         "memory": lambda: memory.run(cfg["memory_sizes"], cfg["memory_repeats"]),
+        "intake": lambda: intake.run(cfg["intake_gitrepos"], quick=cfg["quick"]),
     }
     started = time.monotonic()
     for name in BENCHMARKS:

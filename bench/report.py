@@ -113,6 +113,41 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                     _ok(mem["target"]["ok"]) if is_target else "",
                 )
             )
+    ik = results.get("intake")
+    if ik:
+        ours, bare, goals, met = ik["ours"], ik["bare"], ik["goals"], ik["met"]
+        out.append(
+            (
+                "6 intake: RSS growth, one forged 24 MiB body",
+                f"+{ours['forged_24mib_rss_growth_mib']:.1f} MiB",
+                f"bare +{bare['forged_24mib_rss_growth_mib']:.1f} MiB",
+                "",
+                f"< {goals['forged_24mib_rss_growth_mib']:g} MiB",
+                _ok(met["forged_24mib_rss_growth_mib"]),
+            )
+        )
+        for name, attack in ours["attacks"].items():
+            base = bare["attacks"][name]
+            out.append(
+                (
+                    f"6 intake: signed push p99 during {name}",
+                    f"{attack['p99_ms']:.0f} ms ({attack['signed']} sent, codes {attack['codes']})",
+                    f"bare {base['p99_ms']:.0f} ms",
+                    "",
+                    f"< {goals['signed_p99_ms']:g} ms",
+                    _ok(attack["p99_ms"] < goals["signed_p99_ms"]),
+                )
+            )
+        out.append(
+            (
+                "6 intake: forged requests rejected/s",
+                f"{ours['forged_per_second']:,.0f}/s",
+                f"bare answers {bare['forged_per_second']:,.0f}/s",
+                f"{ik['forged_rejected_ratio']:.3f}",
+                f">= {goals['forged_rejected_ratio']:g}",
+                _ok(met["forged_rejected_ratio"]),
+            )
+        )
     hl = results.get("headline")
     if hl:
         out.append(

@@ -68,7 +68,7 @@ class WebhookHandler:
             return json_response(417, {"error": "only 'Expect: 100-continue' is supported"}, {"Connection": "close"})
         try:
             request[ADMISSION_KEY] = await self.pipeline.admit(request.path, _head(request), request.content_length)
-        except Refusal as refusal:
+        except Refusal as refusal:  # the body was not sent yet: the connection cannot be reused
             return self._respond(refusal.answer(), request, time.monotonic(), {"Connection": "close"})
         if request.version >= (1, 1):
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -82,7 +82,9 @@ class WebhookHandler:
                 answer = await self._deliver(request)
             except Refusal as refusal:
                 answer = refusal.answer()
-            return self._respond(answer, request, started)
+            # A body left unread (refused at admission) would have to be drained to reuse the connection.
+            unread = {} if request.content.at_eof() else {"Connection": "close"}
+            return self._respond(answer, request, started, unread)
         finally:
             self.r.in_flight -= 1
 

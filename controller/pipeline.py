@@ -73,6 +73,34 @@ UNKNOWN_PROVIDER = (
 )
 
 
+SECURITY_LOG_LINES_PER_SECOND = 20
+
+
+class LogBudget:
+    """At most `per_second` lines a second: a flood of forged requests must not become a flood of logs.
+
+    `allow()` returns None while over budget, else how many lines were suppressed since the last one
+    (logged with that line). Every refusal is still counted in the metrics.
+    """
+
+    def __init__(self, per_second: int) -> None:
+        self.per_second = per_second
+        self._window = 0
+        self._used = 0
+        self._suppressed = 0
+
+    def allow(self) -> int | None:
+        window = int(time.monotonic())
+        if window != self._window:
+            self._window, self._used = window, 0
+        if self._used >= self.per_second:
+            self._suppressed += 1
+            return None
+        self._used += 1
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed
+
+
 @dataclass
 class Receiver:
     """Everything a delivery needs. Only `holder.current` and `index` change, each swapped atomically."""
@@ -187,6 +215,8 @@ class Pipeline:
 
     def __init__(self, receiver: Receiver) -> None:
         self.r = receiver
+        self._security_log = LogBudget(SECURITY_LOG_LINES_PER_SECOND)
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     # --- admit: headers only ---------------------------------------------------------------------
 
@@ -270,6 +300,8 @@ class Pipeline:
         limits = admission.config.limits
         if self.r.processing >= limits.max_concurrent_requests:
             raise admission.fail(busy("too many deliveries in progress"))
+        if not admission.may_use_gitrepo_secrets and not await self._route_verdict(admission, body):
+            raise await self.unauthorized(admission)  # the common forged request: no slot, no timer
         self.r.processing += 1
         try:
             async with asyncio.timeout(limits.request_timeout_seconds):
@@ -536,12 +568,21 @@ class Pipeline:
         else:
             reason = f"{provider.name} signature/token does not match the configured secret"
             label = "mismatch"
-        self.r.metrics.verification_failures.labels(provider.name, label).inc()
-        log.warning(
-            "webhook verification failed",
-            extra={"security": True, "provider": provider.name, "reason": label, "route": route.path},
-        )
-        return admission.fail(Refusal(401, reason, "unauthorized", {"Connection": "close"}))
+        self._counter(self.r.metrics.verification_failures, provider.name, label).inc()
+        suppressed = self._security_log.allow()
+        if suppressed is not None:
+            log.warning(
+                "webhook verification failed",
+                extra={
+                    "security": True,
+                    "provider": provider.name,
+                    "reason": label,
+                    "route": route.path,
+                    "delivery": admission.delivery,
+                    "suppressed": suppressed,
+                },
+            )
+        return admission.fail(Refusal(401, reason, "unauthorized"))
 
     async def _blank_keys(self, admission: Admission) -> list[str]:
         source = admission.route.secret or admission.config.secrets.source
@@ -562,11 +603,22 @@ class Pipeline:
 
     # --- bookkeeping -----------------------------------------------------------------------------
 
+    def _counter(self, metric: Any, *labels: str) -> Any:
+        """A labelled child of `metric`, memoized (prometheus_client's labels() costs ~10 us a call)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            if len(self._children) < 10_000:
+                self._children[key] = child
+        return child
+
     def record(self, answer: Answer, route_name: str, started: float) -> None:
-        """Metrics for every answer, and a log line for refusals."""
-        self.r.metrics.requests.labels(answer.provider, route_name, answer.outcome, str(answer.status)).inc()
-        self.r.metrics.request_seconds.labels(answer.provider).observe(time.monotonic() - started)
-        if answer.status >= 400 and "error" in answer.body:
+        """Metrics for every answer, and a log line for refusals (401s have their own security line)."""
+        metrics = self.r.metrics
+        self._counter(metrics.requests, answer.provider, route_name, answer.outcome, str(answer.status)).inc()
+        self._counter(metrics.request_seconds, answer.provider).observe(time.monotonic() - started)
+        if answer.status >= 400 and answer.status != 401 and "error" in answer.body:
             log.info(
                 "delivery refused",
                 extra={

@@ -70,6 +70,7 @@ class SecretStore:
         self._namespace = controller_namespace
         self.ttl = ttl
         self._cache: dict[tuple[str, str, str], tuple[float, dict[str, bytes] | None]] = {}
+        self._sets: dict[tuple[int, tuple[str, ...], str], tuple[dict[str, bytes] | None, list[Credential]]] = {}
 
     def namespace_of(self, source: SecretSource) -> str:
         """The namespace a Kubernetes secret source refers to."""
@@ -103,8 +104,20 @@ class SecretStore:
         return value
 
     async def credentials(self, source: SecretSource, keys: Sequence[str], suffix: str) -> list[Credential]:
-        """Credential sets (current, then previous) for a provider's keys from one source."""
-        return credential_sets(await self.data(source), keys, suffix)
+        """Credential sets (current, then previous) for a provider's keys from one source.
+
+        Memoized per secret data object: every delivery asks, and the data only changes on a re-read.
+        """
+        data = await self.data(source)
+        memo_key = (id(data), tuple(keys), suffix)
+        held = self._sets.get(memo_key)
+        if held is not None and held[0] is data:
+            return held[1]
+        sets = credential_sets(data, keys, suffix)
+        if len(self._sets) > 1_000:
+            self._sets.clear()
+        self._sets[memo_key] = (data, sets)
+        return sets
 
     async def blank_keys(self, source: SecretSource, keys: Sequence[str]) -> list[str]:
         """Which of `keys` the source holds with a blank value (to say so in the 401, never the value)."""

@@ -310,6 +310,9 @@ def require_object(document: Any, what: str = "body") -> dict[str, Any]:
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
+_HEX_LENGTH = {"sha256": 64, "sha1": 40}
+
+
 def hex_signature_auth(
     header_value: str,
     secrets: Sequence[bytes],
@@ -328,7 +331,7 @@ def hex_signature_auth(
         return Authentication(Verdict.MISSING)
     claimed_hex = strip_prefix(value, prefix) if prefix else value
     # The digest's length is public (64 hex digits for SHA-256): refusing other lengths leaks nothing.
-    hex_length = 2 * hashlib.new(algorithm).digest_size
+    hex_length = _HEX_LENGTH.get(algorithm) or 2 * hashlib.new(algorithm).digest_size
     if claimed_hex is None or not secrets or len(claimed_hex) != hex_length or not claimed_hex.isascii():
         return Authentication(Verdict.MISMATCH)
     try:

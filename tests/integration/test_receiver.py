@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +11,7 @@ from kubernetes import client
 
 from controller.index import MANAGED_INTERVAL_ANNOTATION
 from tests.integration.receiver_env import ReceiverEnv
-from tests.support import PROVIDERS, delivery, secret_data, sha
+from tests.support import PROVIDERS, Delivery, delivery, secret_data, sha, sign
 
 SECRET = "integration-secret-5f2a"
 
@@ -192,6 +193,38 @@ async def test_out_of_order_delivery_does_not_move_commit_back(env: ReceiverEnv)
     [skip] = older.body["skipped"]
     assert "out of order" in skip["reason"]
     assert env.webhook_commit("ordered") == c2
+
+
+@pytest.mark.parametrize("provider", ["github", "gitea"])
+async def test_force_push_rollback_is_recorded_at_once(env: ReceiverEnv, provider: str) -> None:
+    """W -> X, then a force push back to W (before = X): the rollback is the newest, not "out of order".
+
+    GitHub marks it `forced: true`; Gitea sends no such flag, and `before` equal to the recorded
+    commit is what says the push is the newest. A redelivery of W -> X (same delivery id) is answered from the dedupe cache.
+    """
+    https, _ = forms(provider, f"rollback-{provider}")
+    name = f"rollback-{provider}"
+    env.create_gitrepo(name, https)
+    await env.start(f"watch:\n  namespaces: [{env.namespace}]\n")
+    await env.wait_indexed(name)
+    w, x = sha(f"{provider}-w"), sha(f"{provider}-x")
+    forward = delivery(provider, https_url=https, commit=x, before=w, secret=SECRET)
+    assert (await env.send(forward)).names("updated") == {name}
+    rollback = delivery(provider, https_url=https, commit=w, before=x, secret=SECRET)
+    if provider == "github":
+        doc = json.loads(rollback.body)
+        doc["forced"] = True
+        body = json.dumps(doc).encode()
+        rollback = Delivery(
+            sign(provider, {k: v for k, v in rollback.headers.items() if "Signature" not in k}, body, SECRET), body
+        )
+    answer = await env.send(rollback)
+    assert answer.names("updated") == {name}, answer.body
+    assert env.webhook_commit(name) == w
+    late = await env.send(forward)  # the host redelivers the first push (same delivery id)
+    assert late.status == 200
+    assert late.body.get("duplicate") is True
+    assert env.webhook_commit(name) == w
 
 
 async def test_form_encoded_github_and_gitea(env: ReceiverEnv) -> None:

@@ -61,12 +61,26 @@ async def post(
     return resp.status, json.loads(await resp.text())
 
 
-async def test_unknown_route_is_404(aiohttp_client: ClientFactory) -> None:
+@pytest.mark.parametrize("path", ["/", "/gitjob", "/gitjob/", "/gitjob/github", "/hooks/any/depth", "/elsewhere"])
+async def test_default_config_serves_every_path_as_fleet_does(aiohttp_client: ClientFactory, path: str) -> None:
+    """Fleet's receiver answers on any path; users of its rewrite Ingress post to /gitjob/<x>."""
     client = await aiohttp_client(make_app(receiver()))
     d = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
-    status, body = await post(client, "/elsewhere", d.headers, d.body)
-    assert status == 404
-    assert "/elsewhere" in body["error"]
+    status, body = await post(client, path, d.headers, d.body)
+    assert status == 200, body
+    assert body["reason"] == "no GitRepo matches this repository"
+
+
+async def test_with_explicit_routes_an_unknown_path_is_404(aiohttp_client: ClientFactory) -> None:
+    routes = "routes:\n  - path: /hooks\n    prefix: true\n  - path: /exact\n"
+    client = await aiohttp_client(make_app(receiver(routes)))
+    d = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
+    for path in ("/hooks", "/hooks/team-a", "/exact"):
+        assert (await post(client, path, d.headers, d.body))[0] == 200, path
+    for path in ("/elsewhere", "/hooksx", "/exact/below", "/"):
+        status, body = await post(client, path, d.headers, d.body)
+        assert status == 404, path
+        assert path in body["error"]
 
 
 async def test_get_is_405_with_allow(aiohttp_client: ClientFactory) -> None:

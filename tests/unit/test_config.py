@@ -45,7 +45,7 @@ def test_full_example_uses_every_schema_field() -> None:
 def test_empty_file_is_fleets_defaults() -> None:
     c = cfg.load_text("", "empty.yaml")
     assert c.secrets.source == cfg.SecretSource(name="gitjob-webhook", namespace="")
-    assert [(r.path, r.prefix) for r in c.routes] == [("/", False), ("/gitjob", True)]
+    assert [(r.path, r.prefix) for r in c.routes] == [("/", True)]  # every path, as Fleet
     assert c.polling.webhook_interval == "1h"
     assert c.polling.default_interval == "15s"
     assert c.polling.manage is True
