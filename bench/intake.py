@@ -168,16 +168,18 @@ def _rss_growth(server: ServerProcess, action: Callable[[], Any]) -> float:
     return round((peak - baseline) / MIB, 1)
 
 
-def _measure(server: ServerProcess, forged_file: Path, quick: bool) -> dict[str, Any]:
+def _measure(server: ServerProcess, forged_file: Path, quick: bool, smoke: bool) -> dict[str, Any]:
     port = server.port
-    big = 24 * MIB
+    big = (2 if smoke else 24) * MIB
     out: dict[str, Any] = {"rss_mib": round(rss_of(server.pid) / MIB, 1)}
     _signed_push(port)  # warm up
     out["forged_24mib_rss_growth_mib"] = _rss_growth(server, lambda: _forged_big(port, big))
     attacks: dict[str, Callable[[], Any]] = {
         "forged_24mib_x3": lambda: [_forged_big(port, big) for _ in range(3)],
-        "slow_uploads_32x24mib": lambda: _slow_uploads(port, 8 if quick else 32, big, 4 * MIB),
-        "tricklers_300": lambda: _tricklers(port, 100 if quick else 300, 3 if quick else 5),
+        "slow_uploads_32x24mib": lambda: _slow_uploads(port, 2 if smoke else 8 if quick else 32, big, 4 * MIB),
+        "tricklers_300": lambda: _tricklers(
+            port, 10 if smoke else 100 if quick else 300, 1 if smoke else 3 if quick else 5
+        ),
     }
     out["attacks"] = {}
     for name, attack in attacks.items():
@@ -185,14 +187,16 @@ def _measure(server: ServerProcess, forged_file: Path, quick: bool) -> dict[str,
             attack()
         codes = sorted({status for status, _ in signed.results})
         out["attacks"][name] = {"signed": len(signed.results), "codes": codes, "p99_ms": _p99_ms(signed.results)}
-    rejected = run_loadgen(port, forged_file, 32, 0.5, 1.5 if quick else 3.0, None)
+    rejected = run_loadgen(
+        port, forged_file, 8 if smoke else 32, 0.2 if smoke else 0.5, 0.5 if smoke else 1.5 if quick else 3.0, None
+    )
     out["forged_per_second"] = rejected["rps"]
     out["forged_statuses"] = rejected["statuses"]
     return out
 
 
-def run(gitrepos: int, quick: bool = False) -> dict[str, Any]:
-    """Both servers measured in turn, in the same run."""
+def run(gitrepos: int, quick: bool = False, smoke: bool = False) -> dict[str, Any]:
+    """Both servers measured in turn, in the same run (`smoke`: 2 MiB bodies and few attackers, for make test)."""
     tmp = Path(tempfile.mkdtemp(prefix="fleet-webhook-intake-"))
     forged_file = tmp / "forged.json"
     d = data.push_delivery()
@@ -211,7 +215,7 @@ def run(gitrepos: int, quick: bool = False) -> dict[str, Any]:
     for kind, args in (("ours", ["--gitrepos", str(gitrepos)]), ("bare", [])):
         server = start_server(kind, tmp, args)
         try:
-            results[kind] = _measure(server, forged_file, quick)
+            results[kind] = _measure(server, forged_file, quick, smoke)
         finally:
             server.stop()
     ours, bare = results["ours"], results["bare"]

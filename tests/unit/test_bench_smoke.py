@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import baselines, data, e2e, lookup, memory, report, throughput
+from bench import baselines, data, e2e, intake, lookup, memory, report, throughput
 from bench.stats import REPO_ROOT, percentile, ratios, summary
 from controller.index import gitrepo_info
 
@@ -162,3 +162,16 @@ def test_main_writes_results_and_prints_the_table(tmp_path: Path) -> None:
     written = json.loads(out.read_text())
     assert set(written) >= {"environment", "settings", "lookup", "memory"}
     assert "throughput" not in written
+
+
+def test_intake_smoke() -> None:
+    result = intake.run(100, smoke=True)
+    ours, bare = result["ours"], result["bare"]
+    assert ours["forged_statuses"] == {"401": ours["forged_statuses"]["401"]}  # every forged request refused
+    assert bare["forged_statuses"].keys() == {"200"}
+    assert result["forged_rejected_ratio"] > 0
+    for attack in ours["attacks"].values():
+        assert attack["signed"] > 0
+        assert attack["codes"] == [200]
+    assert ours["forged_24mib_rss_growth_mib"] < 16
+    assert set(result["met"]) == {"forged_24mib_rss_growth_mib", "signed_p99_ms", "forged_rejected_ratio"}
