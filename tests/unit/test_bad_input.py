@@ -813,3 +813,15 @@ def test_saved_http_crashers_get_documented_codes(server: LiveServer, errors: Er
 
 def test_http_crashers_are_all_kept() -> None:
     assert len(HTTP_CRASHERS) >= 5
+
+
+def test_gitea_get_delivery_gets_the_answers_its_docs_state(server: LiveServer) -> None:
+    """docs/providers/gitea.md: a real GET hook (payload in an ~8.6 KB query) is 400, a short GET 405."""
+    headers = {"X-Gitea-Event": "push", "X-Gitea-Delivery": "d"}
+    long_query = "/?payload=" + "x" * 8700
+    real = raw_request(server, build_request(headers, b"", method="GET", path=long_query))
+    assert real.status == 400
+    assert "8190 bytes" in json.loads(real.body)["error"]
+    short = raw_request(server, build_request(headers, b"", method="GET", path="/?payload=%7B%7D"))
+    assert short.status == 405
+    assert json.loads(short.body)["error"] == "webhooks must be POSTed"
