@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_BIN := .cache/tools/bin
 
-.PHONY: test unit lint tools cluster run venv clean help chart-schema bench
+.PHONY: test unit lint tools image image-save image-clean cluster run venv clean help chart-schema bench
 
 help:
 	@echo "make test      set up everything and run ruff, mypy and every test suite (what CI runs)"
 	@echo "make tools     build etcd, kube-apiserver and helm into .cache/tools (first run ~10 min)"
+	@echo "make image     build localhost/fleet-webhook:<version> with buildah; prints its id and Python packages"
 	@echo "make cluster   start a local kube-apiserver + etcd in the foreground (Ctrl-C stops it)"
 	@echo "make run       local demo: control plane, sample GitRepos, fleet-webhook serve, curl to try"
 	@echo "make bench     run the benchmarks, print a table, write bench/results.json"
@@ -27,6 +28,19 @@ venv: $(STAMP)
 tools:
 	@tools/build-tools.sh >/dev/null
 
+# The container image (tools/image.py): installs buildah/podman/runc/mmdebstrap/skopeo from Debian's
+# packages when missing, keeps the engine's storage and settings in .cache/image/, reuses cached layers.
+image:
+	@$(PYTHON) -m tools.image
+
+# The image as .cache/image/fleet-webhook-<version>.tar (docker-archive), for kind/k3s/docker or a registry.
+image-save:
+	@$(PYTHON) -m tools.image --save
+
+# Unmounts and deletes the private image storage (a plain rm -rf fails on podman's leftover overlay mounts).
+image-clean:
+	@$(PYTHON) -m tools.image --clean
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -35,7 +49,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
-test: $(STAMP) tools lint
+test: $(STAMP) tools image lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 cluster: $(STAMP) tools

@@ -1,8 +1,10 @@
-"""The artifact the chart runs: the wheel the Dockerfile installs, and the image contract the chart relies on.
+"""The wheel the Dockerfile installs, and the Dockerfile's own shape.
 
-No container engine is available, so the image itself is not built. What the Dockerfile does with the
-source is reproduced instead: the wheel is built the same way, installed without the checkout, and must
-carry the real config schema (controller/data/config.schema.json is a symlink in the checkout).
+The image itself is built and run by tests/image (user, ports, entrypoint and args against `helm
+template`, the packages inside, the layers). Here: the wheel is built the way the Dockerfile builds it,
+installed without the checkout, and must carry the real config schema (controller/data/config.schema.json
+is a symlink in the checkout); the Dockerfile stays a plain one on python:3.11-slim whose COPY sources
+are all on the .dockerignore allowlist.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.chart.support import CHART, REPO_ROOT, Helm, one
+from tests.chart.support import REPO_ROOT
 
 SCHEMA = REPO_ROOT / "schema" / "config.schema.json"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -122,19 +123,10 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return pairs
 
 
-def test_dockerfile_matches_what_the_chart_expects(helm: Helm) -> None:
+def test_dockerfile_is_plain_on_python_slim_and_copies_only_allowlisted_sources() -> None:
     instructions = dockerfile_instructions()
     froms = [args.split()[0] for word, args in instructions if word == "FROM"]
-    assert froms == ["python:3.11-slim", "python:3.11-slim"]
-    final = instructions[max(i for i, (word, _) in enumerate(instructions) if word == "FROM") :]
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    (user,) = [args for word, args in final if word == "USER"]
-    assert user == f"{values['podSecurityContext']['runAsUser']}:{values['podSecurityContext']['runAsGroup']}"
-    assert ("ENTRYPOINT", '["fleet-webhook"]') in final
-    assert ("CMD", '["serve"]') in final
-    container = one(helm.template(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    (expose,) = [args for word, args in final if word == "EXPOSE"]
-    assert [int(port) for port in expose.split()] == [port["containerPort"] for port in container["ports"]]
+    assert froms == ["python:3.11-slim", "python:3.11-slim"]  # make image's stand-in base takes this name
     runs = " ".join(args for word, args in instructions if word == "RUN")
     assert "-c constraints.txt" in runs
     assert "[dev]" not in runs
