@@ -45,6 +45,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict controller
+	$(VENV)/bin/lint-imports
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
