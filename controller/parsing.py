@@ -47,6 +47,15 @@ class Parsers:
         self._worker_lock = asyncio.Lock()
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="unverified-parse")
 
+    async def start(self) -> None:
+        """Start the parse worker now (serve does, before listening) rather than on the first large body.
+
+        Starting it costs a Python start-up of CPU (~0.3 s); paid at start-up, it cannot slow the
+        deliveries that are in flight when the first large one arrives. It then idles at ~19 MiB RSS.
+        """
+        async with self._worker_lock:
+            await self._running_worker()
+
     async def authenticated(self, provider: Provider, head: WebhookRequest, body: Body) -> tuple[Parsed, ...]:
         """Parse a body whose credentials were verified."""
         if not body.spooled:

@@ -192,6 +192,7 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     parts.sync.start(config.watch)
+    await receiver.parsers.start()
     separate_probes = settings.probe_port is not None and settings.probe_port != settings.port
     app = make_app(receiver, probes=not separate_probes)
     probe_runner: web.AppRunner | None = None
