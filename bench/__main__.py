@@ -1,8 +1,8 @@
 """`python -m bench`: run the benchmarks, print a table, write bench/results.json.
 
 Sizes come from the environment (see bench/README.md); BENCH_QUICK=1 shrinks everything to a
-run of about a minute. BENCH_ONLY=lookup,throughput,e2e,memory picks benchmarks (the headline is
-computed from e2e).
+run of about a minute. BENCH_ONLY=lookup,throughput,e2e,memory,intake,push_to_job picks benchmarks (the trigger headline is
+computed from e2e; push_to_job is the git push -> Fleet Job headline with real Gitea and Fleet).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, intake, lookup, memory, report, throughput
+from bench import e2e, intake, lookup, memory, push_to_job, report, throughput
 from bench.stats import REPO_ROOT
 
-BENCHMARKS = ("lookup", "throughput", "e2e", "memory", "intake")
+BENCHMARKS = ("lookup", "throughput", "e2e", "memory", "intake", "push_to_job")
 
 
 def _int_list(name: str, default: str) -> list[int]:
@@ -56,6 +56,8 @@ def settings() -> dict[str, Any]:
         "memory_sizes": _int_list("BENCH_MEMORY_SIZES", "1000,10000" if quick else "10000,100000"),
         "memory_repeats": int(_num("BENCH_MEMORY_REPEATS", 1 if quick else 2)),
         "intake_gitrepos": int(_num("BENCH_INTAKE_GITREPOS", 1000 if quick else 10_000)),
+        "push_to_job_pushes": int(_num("BENCH_PUSH_TO_JOB_PUSHES", 8 if quick else 20)),
+        "push_to_job_workers": int(_num("BENCH_PUSH_TO_JOB_WORKERS", 4)),
         "out": Path(os.environ.get("BENCH_OUT", str(REPO_ROOT / "bench" / "results.json"))),
     }
 
@@ -108,6 +110,11 @@ def main() -> int:
         ),
         "memory": lambda: memory.run(cfg["memory_sizes"], cfg["memory_repeats"]),
         "intake": lambda: intake.run(cfg["intake_gitrepos"], quick=cfg["quick"]),
+        "push_to_job": lambda: push_to_job.run(
+            cfg["push_to_job_pushes"],
+            cfg["push_to_job_workers"],
+            kubeconfig=Path(cfg["e2e_kubeconfig"]) if cfg["e2e_kubeconfig"] else None,
+        ),
     }
     started = time.monotonic()
     for name in BENCHMARKS:

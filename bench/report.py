@@ -160,6 +160,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                 "",
             )
         )
+    if results.get("push_to_job"):
+        from bench import push_to_job
+
+        out += push_to_job.rows(results["push_to_job"])
     return out
 
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Builds the real test tools (etcd, kube-apiserver, helm) from the Go module proxy into a cache
-# folder keyed by version, and reuses what is already there. Prints the bin folder on success.
+# Builds the real test tools (etcd, kube-apiserver, helm, and for the e2e suite gitea and Fleet's
+# fleetcontroller) into a cache folder keyed by version, and reuses what is already there. Prints the
+# bin folder on success.
 #
-#   tools/build-tools.sh            build what is missing, print the folder holding all three
-#   KUBEBUILDER_ASSETS=/dir ...     use etcd + kube-apiserver from /dir (envtest convention); helm still built
+#   tools/build-tools.sh            build what is missing, print the folder holding all five
+#   KUBEBUILDER_ASSETS=/dir ...     use etcd + kube-apiserver from /dir (envtest convention); the rest built
+#   FLEET_SRC=/path/to/fleet ...    build fleetcontroller from that v0.16.1 tree (tools/build-fleet.sh)
 #
-# Versions live here and in the wrapper go.mod files under tools/; bumping one changes the cache key.
+# Versions live here, in tools/build-gitea.sh, tools/build-fleet.sh and in the wrapper go.mod files
+# under tools/; bumping one changes the cache key.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -74,4 +77,8 @@ else
 fi
 build_helm
 ln -sfn "../helm-$HELM_VERSION/helm" "$bin/helm"
+gitea="$("$here/build-gitea.sh")"
+ln -sfn "../${gitea#"$cache/"}" "$bin/gitea"
+fleetcontroller="$("$here/build-fleet.sh")"
+ln -sfn "../${fleetcontroller#"$cache/"}" "$bin/fleetcontroller"
 echo "$bin"
