@@ -151,11 +151,6 @@ def test_c_a_push_to_another_branch_makes_no_job_for_main(stack: Stack, repo: Ca
 # --- d. force-push rollback ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: a push whose `before` is the recorded commit (or a forced one) must be applied even "
-    "when it moves the branch back to an older commit; fleet-webhook on main answers 'unchanged'/stale",
-)
 def test_d_a_force_push_rollback_ends_in_a_job_for_the_older_commit(stack: Stack, repo: Callable[[], Worktree]) -> None:
     wt = repo()
     ns = stack.namespace("d")
