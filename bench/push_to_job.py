@@ -167,7 +167,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
         ours, fleets, polling = (r[m][stat] for m in MODES)
         out.append(
             (
-                f"6 git push -> Fleet Job ({stat}, n={r['fleet-webhook']['n']})",
+                f"7 git push -> Fleet Job ({stat}, n={r['fleet-webhook']['n']})",
                 f"{ours:.2f} s",
                 f"Fleet's receiver {fleets:.2f} s; 15 s polling {polling:.2f} s",
                 f"{polling / ours:,.1f}x sooner than polling" if ours else "",
