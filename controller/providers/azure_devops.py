@@ -15,7 +15,9 @@ Events:
       repo_urls   `resource.repository.remoteUrl`, `.sshUrl`, `.webUrl` as sent (legacy
                   `https://<org>.visualstudio.com/...` URLs are left to URL normalization)
       ref         `resource.refUpdates[i].name`
-      commit      `resource.refUpdates[i].newObjectId`
+      commit      `resource.refUpdates[i].newObjectId`. For an annotated tag that is the tag object
+                  (Azure DevOps sends no peeled commit); recorded as sent, a trigger for Fleet >= v0.16
+                  (docs/providers/azure-devops.md)
       before      `resource.refUpdates[i].oldObjectId`
       deleted     `newObjectId` is all zeros
   - anything else (`git.pullrequest.*`, `build.complete`, ...) -> Ignored.

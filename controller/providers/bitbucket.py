@@ -16,7 +16,8 @@ Events:
       repo_urls   `repository.links.html.href`, and `https://bitbucket.org/<repository.full_name>`
       ref         `changes[i].new.type` (`branch` / `tag` / `annotated_tag`) and `.new.name`
                   (from `.old` when the ref was deleted)
-      commit      `changes[i].new.target.hash` (all zeros for a deletion)
+      commit      `changes[i].new.target.hash` (all zeros for a deletion); for an `annotated_tag`
+                  too, `target` is the commit the tag points at (the tag object has no hash here)
       before      `changes[i].old.target.hash`
       deleted     `changes[i].new` is null
   - anything else (`pullrequest:*`, `repo:updated`, ...) -> Ignored.

@@ -15,7 +15,9 @@ Events:
     change that is not a deletion (or the first when all are deletions):
       repo_urls   every `repository.links.clone[].href` and `repository.links.self[].href`
       ref         `changes[i].refId`, else `changes[i].ref.id`
-      commit      `changes[i].toHash`
+      commit      `changes[i].toHash`. For an annotated tag that is the tag object, not the commit
+                  (the payload names no peeled commit); recorded as sent, which Fleet >= v0.16
+                  takes as a trigger and resolves the tag itself (docs/providers/bitbucket-server.md)
       before      `changes[i].fromHash`
       deleted     `changes[i].type` is `DELETE`, or `toHash` is all zeros
   - anything else (`pr:*`, `repo:modified`, `mirror:repo_synchronized`, ...) -> Ignored.

@@ -15,10 +15,12 @@ Events:
   - `push` -> PushEvent:
       repo_urls   `repository.html_url`, `.clone_url`, `.ssh_url`
       ref         `ref`
-      commit      `after`
+      commit      `after`; for a tag `head_commit.id` (an annotated tag's `after` is the tag object,
+                  observed on a live Gitea 1.27.3; see github.tag_commit)
       before      `before`
       deleted     `after` is all zeros
-  - anything else (`create`, `delete`, `pull_request`, ...) -> Ignored. "Test delivery" sends a push.
+  - anything else (`create`, `delete`, `pull_request`, ...) -> Ignored: a pushed tag also arrives
+    as a `push`, so its `create` is not needed. "Test delivery" sends a push.
 """
 
 from __future__ import annotations
@@ -44,3 +46,4 @@ class GiteaProvider(gogs.GogsProvider):
         "X-Gitea-Signature",
         "X-Gogs-Signature",
     )
+    tag_create_is_push: ClassVar[bool] = False

@@ -15,7 +15,9 @@ Events:
   - `push` -> PushEvent:
       repo_urls   `repository.html_url`, `.clone_url`, `.ssh_url`, `.git_url`
       ref         `ref` (split into branch/tag)
-      commit      `after`
+      commit      `after`; for a tag, `head_commit.id` when it is a commit SHA: an annotated tag's
+                  `after` is the tag object, `head_commit` the commit it points at (for a
+                  lightweight tag both are the commit)
       before      `before`
       deleted     `deleted` is true, or `after` is all zeros
   - anything else (`pull_request`, `create`, `delete`, ...) -> Ignored.
@@ -40,6 +42,18 @@ def repository_urls(document: Any, *path: str) -> tuple[str, ...]:
     )
 
 
+def tag_commit(document: Any, after: str) -> str:
+    """The commit a pushed tag points at: `head_commit.id`, else `after`.
+
+    For an annotated tag GitHub and Gitea send the tag *object* as `after` and the commit it points
+    at as `head_commit.id`; Fleet deploys commits, so the commit is what we record. A lightweight
+    tag's `after` already is the commit. `head_commit` is null for a tag deletion (and may be for a
+    tag of a non-commit object): then `after` stays.
+    """
+    head = base.text(document, "head_commit", "id").lower()
+    return head if base.is_sha(head) and not base.is_zero_sha(after) else after
+
+
 def parse_push(provider: str, delivery_id: str | None, document: Any) -> events.PushEvent:
     """The `push` payload GitHub, Gogs and Gitea share: ref, before, after, repository URLs."""
     body = base.require_object(document)
@@ -55,7 +69,7 @@ def parse_push(provider: str, delivery_id: str | None, document: Any) -> events.
         repo_urls=urls,
         ref_kind=kind,
         ref_name=name,
-        commit=after,
+        commit=tag_commit(body, after) if kind is events.RefKind.TAG else after,
         before=before,
         deleted=base.optional_bool(body, "deleted") or base.is_zero_sha(after),
         forced=base.optional_bool(body, "forced"),

@@ -21,7 +21,9 @@ Events:
       repo_urls   `project.web_url`, `.git_http_url`, `.git_ssh_url`, then `repository.homepage`,
                   `.url`, `.git_http_url`, `.git_ssh_url`
       ref         `ref`
-      commit      `checkout_sha` (the commit an annotated tag points at), else `after`
+      commit      `checkout_sha` (the commit an annotated tag points at; for a lightweight tag and a
+                  branch it equals `after`), else `after`; a push with `checkout_sha` and no `after`
+                  is accepted
       before      `before`
       deleted     `after` is all zeros, or `checkout_sha` is null
   - anything else (`Merge Request Hook`, other system hooks, ...) -> Ignored.
@@ -141,8 +143,9 @@ class GitLabProvider(base.Provider):
     def _push(self, delivery: str | None, document: dict[str, Any]) -> events.PushEvent:
         urls = base.require_urls(repository_urls(document), "project")
         kind, name = events.split_ref(base.require_text(document, "ref"))
-        after = base.require_sha(document, "after")
         checkout = base.optional_sha(document, "checkout_sha")
+        # Some GitLab versions and system hooks leave `after` out when `checkout_sha` names the commit.
+        after = base.require_sha(document, "after") if checkout is None or "after" in document else checkout
         checkout_null = "checkout_sha" in document and document["checkout_sha"] is None
         return events.PushEvent(
             provider=self.name,

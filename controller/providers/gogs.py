@@ -15,7 +15,15 @@ Events:
       commit      `after`
       before      `before`
       deleted     `after` is all zeros
-  - anything else (`create`, `delete`, `pull_request`, ...) -> Ignored. Gogs has no ping event.
+    Gogs sends `push` for branches only.
+  - `create` with `ref_type: tag` -> PushEvent (Gogs announces a pushed tag with this event alone):
+      ref         `refs/tags/` + `ref` (a short name)
+      commit      `sha`: the new value of the tag ref, which for an annotated tag is the tag object
+                  (the payload names no commit); Fleet >= v0.16 treats `webhookCommit` as a trigger
+                  and resolves the tag itself, so the trigger still works
+      before      none
+  - anything else (`create` of a branch, `delete`, `pull_request`, ...) -> Ignored. Gogs has no
+    ping event.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ class GogsProvider(base.Provider):
     event_headers: ClassVar[tuple[str, ...]] = ("X-Gogs-Event",)
     delivery_headers: ClassVar[tuple[str, ...]] = ("X-Gogs-Delivery",)
     signature_headers: ClassVar[tuple[str, ...]] = ("X-Gogs-Signature",)
+    # Gogs announces a pushed tag only with `create`; Gitea and Forgejo also send a `push` for it.
+    tag_create_is_push: ClassVar[bool] = True
 
     def detect(self, request: base.WebhookRequest) -> bool:
         return base.first_header(request, *self.event_headers) is not None
@@ -79,10 +89,35 @@ class GogsProvider(base.Provider):
         document = base.json_document(request, allow_form=True)
         if event == "push":
             return github.parse_push(self.name, delivery, document)
+        if event == "create" and self.tag_create_is_push and base.text(document, "ref_type") == "tag":
+            return self._tag_created(delivery, document)
         return events.Ignored(
             self.name,
             delivery,
             event=event,
             reason="only push events move a GitRepo",
             repo_urls=github.repository_urls(document, "repository"),
+        )
+
+    def _tag_created(self, delivery: str | None, document: object) -> events.Parsed:
+        """A Gogs `create` of a tag, as the push of that tag (see the module docstring)."""
+        body = base.require_object(document)
+        base.require_field_object(body, "repository")
+        urls = base.require_urls(github.repository_urls(body, "repository"), "repository")
+        name = base.require_text(body, "ref").removeprefix("refs/tags/")
+        if base.dig(body, "sha") is None:
+            return events.Ignored(
+                self.name,
+                delivery,
+                event="create",
+                reason="this Gogs version sends no 'sha' for a created tag; upgrade Gogs (0.12+) to trigger on tags",
+                repo_urls=urls,
+            )
+        return events.PushEvent(
+            provider=self.name,
+            delivery_id=delivery,
+            repo_urls=urls,
+            ref_kind=events.RefKind.TAG,
+            ref_name=name,
+            commit=base.require_sha(body, "sha"),
         )
