@@ -130,15 +130,17 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    """Explain a payload; exit 0 when it would update something, 1 when not, 2 on bad input."""
+    """Explain a payload; exit 0 when it would update something, 1 when not, 2 on bad input or no push."""
     from controller import explain
     from controller.config import default_config
+    from controller.events import PushEvent
     from controller.providers.base import PayloadError, UnsupportedMediaType
 
     try:
         config = load_file(args.config) if args.config else default_config()
         raw = args.payload.read_bytes()
-        events = explain.parse_payload(args.provider, raw, args.header)
+        parsed = explain.parse_delivery(args.provider, raw, args.header)
+        events = [item for item in parsed if isinstance(item, PushEvent)]
         if args.gitrepos:
             gitrepos = explain.load_gitrepos(args.gitrepos.read_text())
         else:
@@ -159,8 +161,8 @@ def run_explain(args: argparse.Namespace) -> int:
         print(f"no route of the config serves {args.route!r} (the receiver would answer 404)", file=sys.stderr)
         return 2
     if not events:
-        print(f"the payload holds no {args.provider} push (a ping or another event?)", file=sys.stderr)
-        return 1
+        print(explain.why_not_a_push(parsed), file=sys.stderr)
+        return 2
     results = explain.explain(events, gitrepos, config, args.route)
     if args.output == "json":
         print(explain.render_json(results))

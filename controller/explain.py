@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 
 from controller.config import Config
 from controller.decisions import Action, CommitHistory, plan
-from controller.events import PushEvent
+from controller.events import Ignored, Parsed, Ping, PushEvent
 from controller.index import GitRepoIndex, GitRepoInfo, gitrepo_info
 from controller.normalize import RepoKey, explain_difference, redact_url
 from controller.providers import by_name
@@ -49,25 +49,82 @@ class Explanation:
     near_misses: list[dict[str, str]] = field(default_factory=list)
 
 
+def _event_headers(provider: str, payload: Mapping[str, Any]) -> dict[str, str]:
+    """The event header the host would have sent, inferred from a saved payload's shape.
+
+    A bare payload file has no headers, and parsing a ping or a merge request as a push would fail
+    on some missing field and say nothing useful; naming its real event lets the provider classify
+    it (Ping / Ignored, with the reason the receiver would answer).
+    """
+    if provider == "github":
+        if "zen" in payload and "hook" in payload:
+            return {"x-github-event": "ping"}
+        if "pull_request" in payload:
+            return {"x-github-event": "pull_request"}
+    elif provider in ("gitea", "gogs"):
+        event = "pull_request" if "pull_request" in payload else "create" if "ref_type" in payload else ""
+        if event:
+            return {f"x-{provider}-event": event}
+    elif provider == "gitlab":
+        kinds = {"tag_push": "Tag Push Hook", "merge_request": "Merge Request Hook", "note": "Note Hook"}
+        kind = payload.get("object_kind")
+        if isinstance(kind, str) and kind != "push":
+            return {"x-gitlab-event": kinds.get(kind, f"{kind.replace('_', ' ').title()} Hook")}
+    elif provider == "bitbucket":
+        if "pullrequest" in payload:
+            return {"x-event-key": "pullrequest:created"}
+    elif provider == "bitbucket-server":
+        if payload.get("test") is True and "changes" not in payload:
+            return {"x-event-key": "diagnostics:ping"}
+        if "pullRequest" in payload:
+            key = payload.get("eventKey")
+            return {"x-event-key": key if isinstance(key, str) and key else "pr:opened"}
+    elif provider == "generic" and not payload:
+        return {"x-fleet-webhook-event": "ping"}
+    return {}
+
+
 def headers_for(provider: str, payload: Mapping[str, Any] | None, extra: Iterable[str] = ()) -> dict[str, str]:
-    """Push headers for `provider`, adjusted for GitLab tag pushes, plus any `Name: value` overrides."""
+    """Push headers for `provider`, adjusted to the event the payload shows, plus any `Name: value` overrides."""
     headers = {"content-type": "application/json", **PUSH_HEADERS[provider]}
-    if provider == "gitlab" and isinstance(payload, dict) and payload.get("object_kind") == "tag_push":
-        headers["x-gitlab-event"] = "Tag Push Hook"
+    if isinstance(payload, dict):
+        headers.update(_event_headers(provider, payload))
     for item in extra:
         name, _, value = item.partition(":")
         headers[name.strip().lower()] = value.strip()
     return headers
 
 
-def parse_payload(provider: str, raw: bytes, extra_headers: Iterable[str] = ()) -> list[PushEvent]:
-    """The push events of a payload file (PayloadError/UnsupportedMediaType on bad input)."""
+def parse_delivery(provider: str, raw: bytes, extra_headers: Iterable[str] = ()) -> tuple[Parsed, ...]:
+    """Everything a payload file holds, as the receiver would parse it (PayloadError/UnsupportedMediaType)."""
     try:
         document = json.loads(raw)
     except ValueError:
         document = None
     request = WebhookRequest("POST", headers_for(provider, document, extra_headers), raw)
-    return [p for p in by_name(provider).parse_all(request) if isinstance(p, PushEvent)]
+    return by_name(provider).parse_all(request)
+
+
+def parse_payload(provider: str, raw: bytes, extra_headers: Iterable[str] = ()) -> list[PushEvent]:
+    """The push events of a payload file (PayloadError/UnsupportedMediaType on bad input)."""
+    return [p for p in parse_delivery(provider, raw, extra_headers) if isinstance(p, PushEvent)]
+
+
+def why_not_a_push(parsed: Sequence[Parsed]) -> str:
+    """What `explain` prints for a payload without a push: the event and the receiver's reason."""
+    lines = []
+    for item in parsed:
+        if isinstance(item, Ping):
+            lines.append(
+                f"this is a {item.provider} ping (the hook's set-up check): the receiver answers 200 "
+                "and updates nothing; only pushes move a GitRepo"
+            )
+        elif isinstance(item, Ignored):
+            lines.append(
+                f"event {item.event!r} is ignored: {item.reason} (the receiver answers 200 "
+                f'{{"ignored": "{item.event}"}} and updates nothing)'
+            )
+    return "\n".join(dict.fromkeys(lines)) or "the payload holds no push"
 
 
 def load_gitrepos(text: str) -> list[GitRepoInfo]:
