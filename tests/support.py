@@ -119,6 +119,8 @@ def push_document(provider: str, *, https_url: str, ssh_url: str, ref: str, comm
             repo["git_url"] = "git://" + https_url.split("://", 1)[1]
         repo["full_name"] = path
         doc.update(ref=ref, after=commit, before=before)
+        if isinstance(doc.get("head_commit"), dict):  # the pushed commit (a lightweight tag's too)
+            doc["head_commit"]["id"] = commit
         if provider == "github":
             doc["deleted"] = False
             doc["created"] = before == ZERO
