@@ -139,7 +139,8 @@ def run_explain(args: argparse.Namespace) -> int:
     try:
         config = load_file(args.config) if args.config else default_config()
         raw = args.payload.read_bytes()
-        parsed = explain.parse_delivery(args.provider, raw, args.header)
+        base_url = config.bitbucket_server_base_url(config.route_for(args.route))
+        parsed = explain.parse_delivery(args.provider, raw, args.header, base_url)
         events = [item for item in parsed if isinstance(item, PushEvent)]
         if args.gitrepos:
             gitrepos = explain.load_gitrepos(args.gitrepos.read_text())

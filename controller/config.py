@@ -98,6 +98,7 @@ class ProviderConfig:
     enabled: bool
     allow_unauthenticated: bool
     accept_sha1: bool = False
+    base_url: str = ""  # Bitbucket Server: builds the repository URL when a payload names none
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,7 @@ class Route:
     providers: frozenset[str]
     namespaces: frozenset[str]
     secret: SecretSource | None
+    bitbucket_server_base_url: str = ""
 
     def serves(self, path: str) -> bool:
         """Whether a request path belongs to this route."""
@@ -274,6 +276,12 @@ class Config:
             if p.name == name:
                 return p
         raise KeyError(name)
+
+    def bitbucket_server_base_url(self, route: Route | None) -> str:
+        """The Bitbucket Server base URL for deliveries on `route`: the route's own, else the provider's."""
+        if route is not None and route.bitbucket_server_base_url:
+            return route.bitbucket_server_base_url
+        return self.provider("bitbucket-server").base_url
 
     def route_for(self, path: str) -> Route | None:
         """The most specific route serving `path` (exact beats prefix, longer prefix beats shorter)."""
@@ -511,6 +519,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Config:
             enabled=doc["providers"][name]["enabled"],
             allow_unauthenticated=doc["providers"][name]["allowUnauthenticated"],
             accept_sha1=doc["providers"][name].get("acceptSha1", False),
+            base_url=doc["providers"][name].get("baseUrl", ""),
         )
         for name in PROVIDER_NAMES
     )
@@ -535,6 +544,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Config:
                 providers=frozenset(r["providers"]),
                 namespaces=frozenset(r["namespaces"]),
                 secret=_secret_source(r["secret"]) if r.get("secret") else None,
+                bitbucket_server_base_url=r["bitbucketServerBaseUrl"],
             )
             for r in doc["routes"]
         ),

@@ -53,6 +53,10 @@ class PushEvent:
     before: str | None = None
     deleted: bool = False
     forced: bool = False  # the host says history was rewritten (GitHub `forced`): the push is the newest
+    # The repository's path on its server when the payload names no URL at all (Bitbucket Server
+    # without `repository.links`: `scm/plat/fleet-apps.git`); `repo_urls` is then empty until the
+    # configured base URL completes it (providers.complete_urls).
+    repo_path: str = ""
 
 
 @dataclass(frozen=True, slots=True)

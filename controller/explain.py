@@ -21,7 +21,7 @@ from controller.decisions import Action, CommitHistory, plan
 from controller.events import Ignored, Parsed, Ping, PushEvent
 from controller.index import GitRepoIndex, GitRepoInfo, gitrepo_info
 from controller.normalize import RepoKey, explain_difference, redact_url
-from controller.providers import by_name
+from controller.providers import by_name, complete_urls
 from controller.providers.base import WebhookRequest
 from controller.sync import keyer_for
 
@@ -95,14 +95,16 @@ def headers_for(provider: str, payload: Mapping[str, Any] | None, extra: Iterabl
     return headers
 
 
-def parse_delivery(provider: str, raw: bytes, extra_headers: Iterable[str] = ()) -> tuple[Parsed, ...]:
+def parse_delivery(
+    provider: str, raw: bytes, extra_headers: Iterable[str] = (), bitbucket_server_base_url: str = ""
+) -> tuple[Parsed, ...]:
     """Everything a payload file holds, as the receiver would parse it (PayloadError/UnsupportedMediaType)."""
     try:
         document = json.loads(raw)
     except ValueError:
         document = None
     request = WebhookRequest("POST", headers_for(provider, document, extra_headers), raw)
-    return by_name(provider).parse_all(request)
+    return complete_urls(by_name(provider).parse_all(request), bitbucket_server_base_url)
 
 
 def parse_payload(provider: str, raw: bytes, extra_headers: Iterable[str] = ()) -> list[PushEvent]:

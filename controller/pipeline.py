@@ -350,6 +350,8 @@ class Pipeline:
             if not request_ok:
                 raise await self.unauthorized(admission) from None
             raise admission.fail(Refusal(400, f"malformed {provider.name} payload: {exc}", "bad_payload")) from None
+        # A Bitbucket Server push without repository links names its repository by the configured base URL.
+        parsed_all = registry.complete_urls(parsed_all, config.bitbucket_server_base_url(route))
 
         pushes = [p for p in parsed_all if isinstance(p, PushEvent)]
         unauthenticated_ok = admission.auth is None and admission.provider_cfg.allow_unauthenticated

@@ -25,7 +25,7 @@ from __future__ import annotations
 from controller.providers.azure_devops import AzureDevOpsProvider
 from controller.providers.base import Provider, WebhookRequest
 from controller.providers.bitbucket import BitbucketCloudProvider
-from controller.providers.bitbucket_server import BitbucketServerProvider
+from controller.providers.bitbucket_server import BitbucketServerProvider, complete_urls
 from controller.providers.generic import GenericProvider
 from controller.providers.gitea import GiteaProvider
 from controller.providers.github import GitHubProvider
@@ -45,6 +45,7 @@ __all__ = [
     "Provider",
     "WebhookRequest",
     "by_name",
+    "complete_urls",
     "detect",
 ]
 

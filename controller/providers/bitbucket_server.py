@@ -13,7 +13,11 @@ Events:
   - `diagnostics:ping` ("Test connection") -> Ping.
   - `repo:refs_changed` -> one PushEvent per entry of `changes` (`parse_all`); `parse` returns the first
     change that is not a deletion (or the first when all are deletions):
-      repo_urls   every `repository.links.clone[].href` and `repository.links.self[].href`
+      repo_urls   every `repository.links.clone[].href` and `repository.links.self[].href`. Some
+                  versions send a repository without `links`: the event then carries
+                  `repo_path` = `scm/<project.key lower-cased>/<slug>.git` and no URL, and
+                  `complete_urls` builds `<baseUrl>/scm/...` from the configured base URL (without
+                  one the delivery is answered 200 with a reason naming the setting)
       ref         `changes[i].refId`, else `changes[i].ref.id`
       commit      `changes[i].toHash`. For an annotated tag that is the tag object, not the commit
                   (the payload names no peeled commit); recorded as sent, which Fleet >= v0.16
@@ -25,6 +29,7 @@ Events:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -77,11 +82,18 @@ class BitbucketServerProvider(base.Provider):
                 ),
             )
         base.require_field_object(document, "repository")
-        urls = base.require_urls(repository_urls(document), "repository.links")
+        urls = repository_urls(document)
+        repo_path = ""
+        if not urls and base.dig(document, "repository", "links") is None:
+            repo_path = repository_path(document)  # no links at all: project key and slug name it
+        elif not urls:
+            base.require_urls(urls, "repository.links")  # links that name nothing are a bad payload
         changes = base.require_list(document, "changes")
-        return tuple(self._change(delivery, urls, document, index) for index in range(len(changes)))
+        return tuple(self._change(delivery, urls, repo_path, document, index) for index in range(len(changes)))
 
-    def _change(self, delivery: str | None, urls: tuple[str, ...], document: Any, index: int) -> events.PushEvent:
+    def _change(
+        self, delivery: str | None, urls: tuple[str, ...], repo_path: str, document: Any, index: int
+    ) -> events.PushEvent:
         path: tuple[str | int, ...] = ("changes", index)
         base.require_field_object(document, *path)
         if base.dig(document, *path, "refId") is not None:
@@ -102,4 +114,41 @@ class BitbucketServerProvider(base.Provider):
             commit=to_hash,
             before=base.optional_sha(document, *path, "fromHash"),
             deleted=change_type == "DELETE" or base.is_zero_sha(to_hash),
+            repo_path=repo_path,
         )
+
+
+def repository_path(document: Any) -> str:
+    """`scm/<project key>/<slug>.git` from a repository without `links` (PayloadError without both)."""
+    key = base.require_text(document, "repository", "project", "key")
+    slug = base.require_text(document, "repository", "slug")
+    if "/" in key or "/" in slug or key in {".", ".."} or slug in {".", ".."}:
+        raise base.PayloadError("fields 'repository.project.key' and 'repository.slug' must be single path segments")
+    return f"scm/{key.lower()}/{slug}.git"
+
+
+MISSING_BASE_URL = (
+    "the payload's repository has no links (as some Bitbucket Server versions send), so no URL to match: "
+    "set providers.bitbucket-server.baseUrl (or this route's bitbucketServerBaseUrl) to the server's base URL, "
+    "e.g. https://bitbucket.example.com, and the receiver builds <baseUrl>/{path}"
+)
+
+
+def complete_urls(parsed: Sequence[events.Parsed], base_url: str) -> tuple[events.Parsed, ...]:
+    """Give events that carry only a `repo_path` the URL under `base_url`; without one, an Ignored saying so."""
+    out: list[events.Parsed] = []
+    for item in parsed:
+        if not isinstance(item, events.PushEvent) or item.repo_urls or not item.repo_path:
+            out.append(item)
+        elif base_url:
+            out.append(dataclasses.replace(item, repo_urls=(f"{base_url.rstrip('/')}/{item.repo_path}",)))
+        else:
+            out.append(
+                events.Ignored(
+                    item.provider,
+                    item.delivery_id,
+                    event="repo:refs_changed",
+                    reason=MISSING_BASE_URL.format(path=item.repo_path),
+                )
+            )
+    return tuple(out)

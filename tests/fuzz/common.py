@@ -133,7 +133,7 @@ def check_provider(provider_name: str, data: bytes) -> None:
             repo_key(url)
             repo_key(url, case_sensitive_path=True)
         if isinstance(item, PushEvent):
-            assert item.repo_urls, "a push without repository URLs"
+            assert item.repo_urls or item.repo_path, "a push without repository URLs or path"
             assert is_sha(item.commit), f"commit {item.commit!r}"
             assert item.before is None or is_sha(item.before), f"before {item.before!r}"
             assert isinstance(item.ref_kind, RefKind)
