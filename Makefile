@@ -54,7 +54,7 @@ test: $(STAMP) tools image lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 cluster: $(STAMP) tools
-	$(PY) -m tools.controlplane --crds tests/fixtures/crds
+	$(PY) -m tools.controlplane --crds "$$($(PY) -c 'from tools.fleet import fleet_crds_file; print(fleet_crds_file())')"
 
 run: $(STAMP) tools
 	$(PY) -m tools.demo

@@ -4,7 +4,7 @@ The binaries come from `make tools` (tools/build-tools.sh); nothing is mocked. E
 127.0.0.1 only, lives in one temp dir and is torn down on exit (also on Ctrl-C or if Python dies).
 
     with ControlPlane() as cp:
-        install_crds(cp.kubeconfig, ["tests/fixtures/crds"])
+        install_crds(cp.kubeconfig, [fleet_crds_file()])  # from tools.fleet
         api = kubernetes.config.new_client_from_config(str(cp.kubeconfig))
 
 CLI (used by `make cluster`):
@@ -967,7 +967,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="DIR",
-        help="CRD file or folder to install (repeatable), e.g. tests/fixtures/crds",
+        help="CRD file or folder to install (repeatable); `make cluster` passes Fleet's (tools.fleet.fleet_crds_file)",
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="startup timeout in seconds")
     args = parser.parse_args(argv)

@@ -31,6 +31,7 @@ from typing import Any
 from kubernetes import client
 
 from tools.controlplane import ControlPlane, install_crds, new_api_client
+from tools.fleet import fleet_crds_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SECRET = "demo-webhook-secret"  # a demo value, printed on purpose
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     say("starting a local kube-apiserver + etcd ...")
     with ControlPlane() as cp:
-        install_crds(cp.kubeconfig, [ROOT / "tests/fixtures/crds"])
+        install_crds(cp.kubeconfig, [fleet_crds_file()])  # Fleet v0.16.1's own CRDs
         seed_cluster(cp)
         log_path = cp.tmpdir / "fleet-webhook.log"
         env = {**os.environ, "FLEET_WEBHOOK_LOG_FORMAT": "text"}

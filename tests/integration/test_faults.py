@@ -29,7 +29,7 @@ from controller.kube import GROUP, PLURAL, VERSION, GitRepoWatcher, Kube, WatchE
 from controller.reload import ConfigReloader
 from controller.runtime import reload_callback
 from controller.sync import IndexSync
-from tests.conftest import GITREPO_CRD_DIR
+from tests.conftest import gitrepo_crds
 from tests.integration.receiver_env import ReceiverEnv, Response
 from tests.support import delivery, secret_data, sha
 from tools.controlplane import ControlPlane, find_tools_bin, install_crds, new_api_client
@@ -45,7 +45,7 @@ URL = "https://github.com/example-org/faulty"
 def own_cp() -> Iterator[ControlPlane]:
     """A control plane of this module's own: its processes get stopped and restarted."""
     with ControlPlane(bin_dir=find_tools_bin(), stop_grace=0.5) as cp:  # stopping is close to a crash
-        install_crds(cp.kubeconfig, [GITREPO_CRD_DIR])
+        install_crds(cp.kubeconfig, gitrepo_crds())
         yield cp
 
 
