@@ -201,6 +201,23 @@ CHART_PROPERTIES: dict[str, Schema] = {
             "from": k8s_list("NetworkPolicyPeer objects."),
         }
     ),
+    "fleetReceiverNetworkPolicy": strict(
+        {
+            "enabled": {"type": "boolean"},
+            "podSelector": {**string_map(), "minProperties": 1},
+            "openPorts": {
+                "type": "array",
+                "items": strict(
+                    {
+                        # 8080 is Fleet's receiver, the port this policy exists to close.
+                        "port": {"type": "integer", "minimum": 1, "maximum": 65535, "not": {"const": 8080}},
+                        "protocol": {"enum": ["TCP", "UDP", "SCTP"]},
+                    },
+                    required=["port"],
+                ),
+            },
+        }
+    ),
     "serviceMonitor": strict(
         {
             "enabled": {"type": "boolean"},
