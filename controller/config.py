@@ -25,7 +25,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from controller.durations import parse_duration
+from controller.durations import FLEET_INTERVAL_MAX_SECONDS, parse_duration
 
 PROVIDER_NAMES = (
     "github",
@@ -620,7 +620,13 @@ def _semantic_problems(config: Config, document: Any, source: str) -> Iterator[C
         if not (mapping.aliases or mapping.gitrepos or not mapping.selector.empty or mapping.exclude):
             yield at(["mappings", i], "mapping does nothing: give aliases, gitRepos, selector or exclude")
     try:
-        if parse_duration(config.polling.webhook_interval) <= 0:
+        seconds = parse_duration(config.polling.webhook_interval)
+        if seconds <= 0:
             yield at(["polling", "webhookInterval"], "must be longer than 0 (use polling.manage: false instead)")
+        elif seconds > FLEET_INTERVAL_MAX_SECONDS:
+            yield at(
+                ["polling", "webhookInterval"],
+                "is longer than 2562047h, the most Fleet's GitRepo CRD accepts for spec.pollingInterval",
+            )
     except ValueError as exc:
         yield at(["polling", "webhookInterval"], str(exc))

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import re
 
+# Fleet's GitRepo CRD (v0.16.1 charts/fleet-crd/templates/crds.yaml, spec.pollingInterval): maxLength 32 and
+# the CEL rule `self == '0' || (self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') &&
+# duration(self) <= duration('2562047h'))`. The API server answers 422 to anything else.
+FLEET_INTERVAL_MAX_LENGTH = 32
+FLEET_INTERVAL_MAX_SECONDS = 2562047 * 3600.0
+
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
 _WHOLE = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:ns|us|µs|ms|s|m|h))+$")

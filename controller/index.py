@@ -8,6 +8,7 @@ replaced, never edited, and a full re-list swaps both dicts at once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,9 @@ class GitRepoInfo:
     webhook_commit: str
     last_webhook_time: str
     managed_interval: str | None
+    # Field managers owning spec.pollingInterval (managedFields), plus "last-applied" when a client-side
+    # apply (kubectl, Argo CD) names it in its last-applied-configuration: polling.interval_is_ours.
+    interval_owners: tuple[str, ...] = ()
 
     @property
     def ref(self) -> tuple[str, str]:
@@ -88,7 +92,33 @@ def gitrepo_info(obj: Mapping[str, Any]) -> GitRepoInfo | None:
         webhook_commit=_str(status.get("webhookCommit")),
         last_webhook_time=_str(status.get("lastWebhookTime")),
         managed_interval=managed if isinstance(managed, str) else None,
+        interval_owners=_interval_owners(meta, annotations),
     )
+
+
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+LAST_APPLIED_OWNER = "last-applied"
+
+
+def _interval_owners(meta: Mapping[str, Any], annotations: Mapping[str, Any]) -> tuple[str, ...]:
+    """Who claims spec.pollingInterval: managers in managedFields, and client-side apply's annotation."""
+    owners: list[str] = []
+    entries = meta.get("managedFields")
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, dict) or entry.get("subresource"):
+            continue
+        spec = _section(_section(entry, "fieldsV1"), "f:spec")
+        if "f:pollingInterval" in spec and isinstance(entry.get("manager"), str):
+            owners.append(entry["manager"])
+    applied = annotations.get(LAST_APPLIED_ANNOTATION)
+    if isinstance(applied, str) and '"pollingInterval"' in applied:  # parse only when it may be there
+        try:
+            document = json.loads(applied)
+        except ValueError:
+            document = None
+        if isinstance(document, dict) and "pollingInterval" in _section(document, "spec"):
+            owners.append(LAST_APPLIED_OWNER)
+    return tuple(sorted(set(owners)))
 
 
 def _older(candidate: str, held: str) -> bool:

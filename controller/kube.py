@@ -11,6 +11,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import json
 import logging
 import random
 import threading
@@ -56,6 +57,23 @@ class Forbidden(Exception):
     """RBAC refused the call: a configuration problem, reported clearly, not retried."""
 
 
+class Invalid(Exception):
+    """The API server refused the object (HTTP 422: the CRD's schema, a CEL rule or an admission policy).
+
+    The message is the API server's own, naming the field; it is shown to the user, never retried.
+    """
+
+
+def _api_message(exc: ApiException) -> str:
+    """The `message` of a Kubernetes Status body, else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    return message[:512] if isinstance(message, str) and message else f"{exc.status} {exc.reason}"
+
+
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -68,6 +86,8 @@ def _translate(exc: BaseException) -> BaseException:
             return Conflict(str(exc.reason))
         if exc.status in (401, 403):
             return Forbidden(f"{exc.status} {exc.reason}")
+        if exc.status == 422:
+            return Invalid(_api_message(exc))
         return ApiUnavailable(f"API error {exc.status} {exc.reason}")
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError | TimeoutError):
         return ApiUnavailable(f"API unreachable: {type(exc).__name__}")

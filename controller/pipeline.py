@@ -504,6 +504,8 @@ class Pipeline:
                 if result.outcome is Outcome.UPDATED:
                     if result.polling_interval_set:
                         entry["pollingIntervalSet"] = result.polling_interval_set
+                    if result.polling_error:  # commit recorded, interval refused (422): never silent
+                        entry["pollingIntervalError"] = result.polling_error
                     updated.append(entry)
                 elif result.outcome is Outcome.UNCHANGED:
                     unchanged.append({**entry, "reason": result.reason})

@@ -13,11 +13,11 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from controller import polling
 from controller.app import WebhookRunner, make_app, make_probe_app
 from controller.body import BodyBudget
 from controller.config import Config, default_config, load_file
@@ -77,14 +77,6 @@ def initial_config(settings: Settings) -> tuple[Config, str]:
     return load_file(settings.config), file_digest(settings.config)
 
 
-def _age_seconds(stamp: str) -> float | None:
-    try:
-        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return (datetime.now(UTC) - then).total_seconds()
-
-
 async def polling_fallback(receiver: Receiver, updater: GitRepoUpdater, stop: asyncio.Event) -> None:
     """Periodically remove the interval we set from GitRepos that stopped receiving webhooks."""
     while not stop.is_set():
@@ -94,11 +86,11 @@ async def polling_fallback(receiver: Receiver, updater: GitRepoUpdater, stop: as
             await asyncio.wait_for(stop.wait(), period)
         if stop.is_set() or not policy.manage or policy.fallback_after_seconds <= 0 or not receiver.index.synced:
             continue  # with manage off the controller may not patch GitRepos at all (the chart drops that right)
+        now = time.time()
         for info in receiver.index:
-            if info.managed_interval is None or info.polling_interval != info.managed_interval:
-                continue
-            age = _age_seconds(info.last_webhook_time) if info.last_webhook_time else None
-            if age is None or age >= policy.fallback_after_seconds:
+            if polling.fallback_due(
+                info, policy.fallback_after_seconds, now, updater.seen_at.get(info.ref), updater.started_at
+            ):
                 await updater.revert_polling(info)
 
 

@@ -27,11 +27,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from controller import polling
 from controller.config import PollingPolicy
 from controller.decisions import Action, CommitHistory, commit_decision
 from controller.events import PushEvent
 from controller.index import MANAGED_INTERVAL_ANNOTATION, GitRepoInfo, gitrepo_info
-from controller.kube import ApiUnavailable, Conflict, Forbidden, Kube, NotFound, now_rfc3339
+from controller.kube import ApiUnavailable, Conflict, Forbidden, Invalid, Kube, NotFound, now_rfc3339
 from controller.metrics import Metrics
 
 log = logging.getLogger("fleet_webhook.updater")
@@ -55,6 +56,7 @@ class WriteResult:
     outcome: Outcome
     reason: str
     polling_interval_set: str | None = None
+    polling_error: str | None = None  # the API server refused the interval (422): shown in the answer
 
 
 class GitRepoUpdater:
@@ -73,6 +75,10 @@ class GitRepoUpdater:
         self.latest = latest
         self._background: set[asyncio.Task[None]] = set()
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        # When this process last recorded a webhook per GitRepo, and when it started: the fallback's
+        # clock where the CRD has no status.lastWebhookTime (Fleet <= v0.14; polling.webhook_age).
+        self.seen_at: dict[tuple[str, str], float] = {}
+        self.started_at = time.time()
 
     @contextlib.asynccontextmanager
     async def _serialized(self, ref: tuple[str, str]) -> AsyncIterator[None]:
@@ -109,13 +115,15 @@ class GitRepoUpdater:
             return WriteResult(info, Outcome.FAILED, f"Kubernetes API unavailable: {exc}")
         finally:
             self.metrics.api_write_seconds.observe(time.monotonic() - started)
+        if result.outcome in (Outcome.UPDATED, Outcome.UNCHANGED):
+            self.seen_at[info.ref] = time.time()
         if result.outcome is not Outcome.UPDATED:
             return result
-        interval = None
+        interval, error = None, None
         if policy.manage:
-            interval = await self._apply_polling(result.gitrepo, policy, deadline)
+            interval, error = await self._apply_polling(result.gitrepo, policy, deadline)
         self._emit_event(result.gitrepo, event)
-        return WriteResult(result.gitrepo, Outcome.UPDATED, "commit recorded", interval)
+        return WriteResult(result.gitrepo, Outcome.UPDATED, "commit recorded", interval, error)
 
     async def _record_status(
         self, info: GitRepoInfo, event: PushEvent, deadline: float, history: CommitHistory
@@ -174,12 +182,14 @@ class GitRepoUpdater:
         self.on_written(obj)
         return gitrepo_info(obj)
 
-    async def _apply_polling(self, info: GitRepoInfo, policy: PollingPolicy, deadline: float) -> str | None:
-        """Set our interval when none is set; returns the value written, or None."""
+    async def _apply_polling(
+        self, info: GitRepoInfo, policy: PollingPolicy, deadline: float
+    ) -> tuple[str | None, str | None]:
+        """Set our interval when none is set; returns (the value written, the API's refusal), either None."""
         current = info
         for _ in range(MAX_CONFLICT_RETRIES):
             if current.polling_interval is not None or current.disable_polling:
-                return None  # a user's interval is theirs; with polling disabled an interval is meaningless
+                return None, None  # a user's interval is theirs; with polling disabled an interval is meaningless
             try:
                 obj = await self.kube.patch_gitrepo(
                     current.namespace,
@@ -193,23 +203,27 @@ class GitRepoUpdater:
             except Conflict:
                 fresh = await self._reread(current)
                 if fresh is None:
-                    return None
+                    return None, None
                 current = fresh
                 continue
+            except Invalid as exc:  # the CRD (or an admission policy) refuses the value: say so, never succeed silently
+                self.metrics.polling_changes.labels("rejected").inc()
+                log.warning("polling interval refused", extra={"gitrepo": str(current), "error": str(exc)})
+                return None, f"spec.pollingInterval {policy.webhook_interval!r} refused by the API server: {exc}"
             except (ApiUnavailable, Forbidden, NotFound, TimeoutError) as exc:
                 log.warning(
                     "polling interval not set",
                     extra={"gitrepo": str(current), "error": str(exc)},
                 )
-                return None
+                return None, None
             self.on_written(obj)
             self.metrics.polling_changes.labels("set").inc()
-            return policy.webhook_interval
-        return None
+            return policy.webhook_interval, None
+        return None, None
 
     async def revert_polling(self, info: GitRepoInfo) -> bool:
-        """Remove the interval we set (only if it is still exactly ours). True when reverted."""
-        if info.managed_interval is None or info.polling_interval != info.managed_interval:
+        """Remove the interval we set (only if it is still exactly ours: polling.interval_is_ours). True when reverted."""
+        if not polling.interval_is_ours(info)[0]:
             return False
         try:
             obj = await self.kube.patch_gitrepo(
@@ -218,7 +232,7 @@ class GitRepoUpdater:
                 {"spec": {"pollingInterval": None}, "metadata": {"annotations": {MANAGED_INTERVAL_ANNOTATION: None}}},
                 info.resource_version or None,
             )
-        except (Conflict, NotFound, ApiUnavailable, Forbidden, TimeoutError) as exc:
+        except (Conflict, NotFound, ApiUnavailable, Forbidden, Invalid, TimeoutError) as exc:
             log.info("polling fallback postponed", extra={"gitrepo": str(info), "error": str(exc)})
             return False
         self.on_written(obj)
