@@ -19,9 +19,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from controller.index import GitRepoInfo
-from controller.kube import FIELD_MANAGER
 
-# Earlier fleet-webhook versions wrote with the Kubernetes client's default manager name.
+# kube.FIELD_MANAGER (a pure module does not import kube; tests/unit/test_polling_decisions.py keeps
+# them equal), and the Kubernetes client's default name, with which earlier versions wrote.
+FIELD_MANAGER = "fleet-webhook"
 LEGACY_MANAGER = "OpenAPI-Generator"
 OUR_MANAGERS = frozenset({FIELD_MANAGER, LEGACY_MANAGER})
 

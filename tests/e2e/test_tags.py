@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
-
 from tests.e2e.test_push_to_job import JOB_WITHIN, hook, track
 from tools.e2e import Stack
 from tools.gitea import Worktree
@@ -53,11 +51,6 @@ def test_e_a_moved_lightweight_tag_ends_in_a_job_for_its_new_commit(stack: Stack
     assert first not in stack.job_commits(ns, "pinned")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: an annotated tag push must record the commit (head_commit.id), not the tag object "
-    "(`after`); fleet-webhook on main records the tag object's id",
-)
 def test_e_a_moved_annotated_tag_records_and_deploys_its_commit(stack: Stack, repo: Callable[[], Worktree]) -> None:
     wt = repo()
     ns, _ = pinned(stack, wt, "v2", annotated=True)

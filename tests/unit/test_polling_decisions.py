@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from controller import polling
+from controller import kube, polling
 from controller.index import GitRepoInfo, gitrepo_info
 
 NOW = 1_789_600_000.0
@@ -38,6 +38,10 @@ def info(**changes: object) -> GitRepoInfo:
     )
     assert base is not None
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_the_field_manager_is_the_one_kube_writes_with() -> None:
+    assert kube.FIELD_MANAGER == polling.FIELD_MANAGER
 
 
 def test_an_interval_only_fleet_webhook_manages_is_ours() -> None:
