@@ -69,7 +69,8 @@ class Body:
         budget = self._budget
         if self._file is None:
             fits_memory = budget.in_memory + len(chunk) <= budget.memory_bytes
-            if self.size <= budget.spool_after and fits_memory:
+            small = self.size <= budget.spool_after or budget.spool_bytes == 0  # 0: no spool, memory only
+            if small and fits_memory:
                 self._chunks.append(chunk)
                 self._held_memory += len(chunk)
                 budget.in_memory += len(chunk)

@@ -1,0 +1,77 @@
+"""Bodies in flight: one memory budget for all, larger bodies spooled, space given back on close."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+import pytest
+
+from controller.body import Body, BodyBudget, BudgetExhausted
+from controller.providers.base import BodyMac, MacStream, Verdict
+
+
+async def test_small_bodies_stay_in_memory_and_are_accounted_together() -> None:
+    budget = BodyBudget(memory_bytes=100, spool_bytes=1000, spool_after=60)
+    first, second = Body(budget), Body(budget)
+    first.write(b"a" * 50)
+    second.write(b"b" * 40)
+    assert (budget.in_memory, budget.spooled) == (90, 0)
+    second.write(b"b" * 15)  # 105 > 100 together: this body moves to the spool
+    assert second.spooled
+    assert not first.spooled
+    assert (budget.in_memory, budget.spooled) == (50, 55)
+    assert await second.read() == b"b" * 55
+    first.close()
+    second.close()
+    assert (budget.in_memory, budget.spooled) == (0, 0)
+
+
+async def test_a_large_body_is_spooled_and_read_back_whole() -> None:
+    budget = BodyBudget(memory_bytes=1 << 20, spool_bytes=1 << 20, spool_after=1000)
+    body = Body(budget)
+    for _ in range(10):
+        body.write(b"x" * 300)
+    assert body.spooled
+    assert budget.in_memory == 0
+    assert await body.read() == b"x" * 3000
+    assert Path(body.path_for_worker()).read_bytes() == b"x" * 3000  # what the parse worker opens
+    body.close()
+    assert budget.spooled == 0
+
+
+def test_nothing_left_is_a_503_kind_of_refusal_and_nothing_leaks() -> None:
+    budget = BodyBudget(memory_bytes=10, spool_bytes=20, spool_after=5)
+    body = Body(budget)
+    body.write(b"12345")
+    with pytest.raises(BudgetExhausted):
+        body.write(b"x" * 30)
+    body.close()
+    assert (budget.in_memory, budget.spooled) == (0, 0)
+
+
+def test_spool_zero_keeps_bodies_in_memory_within_the_budget() -> None:
+    budget = BodyBudget(memory_bytes=100, spool_bytes=0, spool_after=10)
+    body = Body(budget)
+    body.write(b"x" * 80)  # larger than spool_after, but there is no spool: memory, within the budget
+    assert not body.spooled
+    with pytest.raises(BudgetExhausted):
+        body.write(b"x" * 30)
+    body.close()
+    assert budget.in_memory == 0
+
+
+def test_the_signature_is_computed_as_the_body_streams() -> None:
+    secret, payload = b"s3cret", b'{"ref": "refs/heads/main"}' * 100
+    claimed = hmac.new(secret, payload, hashlib.sha256).digest()
+    budget = BodyBudget(memory_bytes=1 << 20, spool_bytes=0, spool_after=1 << 20)
+    good = Body(budget, MacStream([BodyMac("sha256", (b"other", secret), (claimed,))]))
+    bad = Body(budget, MacStream([BodyMac("sha256", (b"other",), (claimed,))]))
+    for start in range(0, len(payload), 7):
+        good.write(payload[start : start + 7])
+        bad.write(payload[start : start + 7])
+    assert good.macs is not None
+    assert good.macs.verdict() is Verdict.OK
+    assert bad.macs is not None
+    assert bad.macs.verdict() is Verdict.MISMATCH
