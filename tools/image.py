@@ -263,7 +263,19 @@ def build_standin() -> str:
         log(f"building the stand-in base from Debian's packages ({', '.join(m.split()[1] for m in mirrors[:1])}...)")
         started = time.monotonic()
         BASE_CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(BASE_SCRIPT), str(tarball), *mirrors], check=True, env=engine_env(), timeout=900)
+        build_log = tarball.with_suffix(".log")
+        with build_log.open("wb") as out:
+            proc = subprocess.run(
+                [str(BASE_SCRIPT), str(tarball), *mirrors],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=engine_env(),
+                check=False,
+                timeout=900,
+            )
+        if proc.returncode != 0:
+            tail = build_log.read_text(errors="replace")[-4000:]
+            raise SystemExit(f"image: {BASE_SCRIPT.name} exited {proc.returncode} (log: {build_log}):\n{tail}")
         log(f"stand-in base built in {time.monotonic() - started:.0f}s: {tarball.relative_to(ROOT)}")
     run(
         [

@@ -150,14 +150,15 @@ class PodRun:
         return {p["name"]: int(p["containerPort"]) for p in self.container["ports"]}
 
     def args(self, name: str, ref: str, command: list[str] | None = None) -> list[str]:
-        """The whole `podman run` command line (foreground; its exit code is the container's).
+        """The whole `podman run` command line (foreground; read the exit code with `exit_code`).
 
         command: in place of the chart's args (a `kubectl debug`-style run of another subcommand).
+        No --rm: podman 4.3's `run --rm` can lose the container's exit code in a race with its cleanup
+        ("no such exit code") and return 127, so the code is read from the stopped container instead.
         """
         env_args = [f"--env={k}={v}" for k, v in self.env().items()]
         return [
             "run",
-            "--rm",
             f"--name={name}",
             "--pull=never",
             f"--network={self.network}",
@@ -168,6 +169,20 @@ class PodRun:
             ref,
             *(self.container.get("args", []) if command is None else command),
         ]
+
+
+def exit_code(name: str) -> int:
+    """The exit code of a stopped container, which is then removed."""
+    state = podman("inspect", "--format={{.State.Status}} {{.State.ExitCode}}", name, check=True).stdout.split()
+    podman("rm", "--force", "--ignore", name)
+    assert state[0] in ("exited", "stopped"), f"container {name} is {state[0]}"
+    return int(state[1])
+
+
+def run_to_completion(args: list[str], name: str) -> subprocess.CompletedProcess[str]:
+    """`podman run` in the foreground; its output, with the container's own exit code."""
+    proc = podman(*args)
+    return subprocess.CompletedProcess(proc.args, exit_code(name), proc.stdout, proc.stderr)
 
 
 def own_by_fs_group(path: Path, group: int | None) -> None:
