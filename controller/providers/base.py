@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import orjson
+
 from controller.events import Parsed, PushEvent
 
 JSON_MEDIA_TYPES = frozenset({"application/json", "text/json"})
@@ -225,7 +227,23 @@ def _may_be_too_deep(raw: bytes | str) -> bool:
 
 
 def loads_json(raw: bytes | str) -> Any:
-    """Parse JSON strictly (valid UTF-8, no NaN), raising PayloadError with a short reason."""
+    """Parse JSON strictly (valid UTF-8, no NaN), raising PayloadError with a short reason.
+
+    orjson first: several times faster than the standard library on push payloads (many short
+    strings), and as strict (it refuses NaN, invalid UTF-8). What it refuses beyond RFC 8259's strict
+    reading (integers over 64 bits, lone surrogates) goes through the standard library, so the
+    verdicts and error messages are exactly the standard library's.
+    """
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _loads_json_stdlib(raw)
+    if _may_be_too_deep(raw):
+        _check_depth(document)
+    return document
+
+
+def _loads_json_stdlib(raw: bytes | str) -> Any:
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
