@@ -117,14 +117,8 @@ class Parsers:
         return await loop.run_in_executor(self._thread, provider.parse_all, _with_body(head, raw))
 
     async def close(self) -> None:
-        """Stop the workers."""
-        if self._worker is not None and self._worker.stdin is not None:
-            self._worker.stdin.close()
-            try:
-                await asyncio.wait_for(self._worker.wait(), 2.0)
-            except TimeoutError:
-                await self._stop_worker()
-        self._worker = None
+        """Stop the workers. The worker holds no state, so it is killed rather than waited for."""
+        await self._stop_worker()
         self._thread.shutdown(wait=False, cancel_futures=True)
 
 
