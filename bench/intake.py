@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import socket
 import statistics
@@ -49,6 +50,7 @@ def _forged_headers() -> dict[str, str]:
     return headers
 
 
+@functools.cache
 def _empty_objects(size: int) -> bytes:
     return b"[" + b"{}," * ((size - 4) // 3) + b"{}]"
 
