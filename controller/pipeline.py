@@ -172,6 +172,7 @@ class Admission:
     delivery: str | None
     auth: Authentication | None  # None: no secret is configured for this provider on this route
     may_use_gitrepo_secrets: bool
+    credentials: Sequence[Credential] = ()  # the route's, read once at admission
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -254,6 +255,7 @@ class Pipeline:
         if not self.r.index.synced:
             raise admission.fail(busy("GitRepo index is not synced yet", "not_ready", 2))
         creds = await self._route_credentials(admission)
+        admission.credentials = creds
         admission.auth = provider.authenticate(head, creds) if creds else None
         admission.may_use_gitrepo_secrets = config.secrets.gitrepo_secrets and self.r.index.has_webhook_secrets(
             route.namespaces
@@ -300,12 +302,13 @@ class Pipeline:
         limits = admission.config.limits
         if self.r.processing >= limits.max_concurrent_requests:
             raise admission.fail(busy("too many deliveries in progress"))
-        if not admission.may_use_gitrepo_secrets and not await self._route_verdict(admission, body):
+        request_ok = await self._route_verdict(admission, body)
+        if not request_ok and not admission.may_use_gitrepo_secrets:
             raise await self.unauthorized(admission)  # the common forged request: no slot, no timer
         self.r.processing += 1
         try:
             async with asyncio.timeout(limits.request_timeout_seconds):
-                return await self._complete(admission, body)
+                return await self._complete(admission, body, request_ok)
         except TimeoutError:
             raise admission.fail(busy("delivery took too long; retry later", "timeout", 5)) from None
         except ParserUnavailable as exc:
@@ -321,17 +324,13 @@ class Pipeline:
         if auth.needs_whole_body:
             if body.spooled:
                 return False  # only the small form bodies Gogs/Gitea send are unwrapped to be verified
-            creds = await self._route_credentials(admission)
-            request = _with_body(admission.head, body.in_memory_bytes())
-            return admission.provider.verify_whole_body(request, creds) is Verdict.OK
+            request = admission.head.with_body(body.in_memory_bytes())
+            return admission.provider.verify_whole_body(request, admission.credentials) is Verdict.OK
         macs = body.macs
         return macs is not None and macs.verdict() is Verdict.OK
 
-    async def _complete(self, admission: Admission, body: Body) -> Answer:
+    async def _complete(self, admission: Admission, body: Body, request_ok: bool) -> Answer:
         provider, config, route = admission.provider, admission.config, admission.route
-        request_ok = await self._route_verdict(admission, body)
-        if not request_ok and not admission.may_use_gitrepo_secrets:
-            raise await self.unauthorized(admission)
         try:
             if request_ok:
                 parsed_all = await self.r.parsers.authenticated(provider, admission.head, body)
@@ -452,7 +451,7 @@ class Pipeline:
     async def _verify_whole(self, admission: Admission, body: Body, creds: Sequence[Credential]) -> Verdict:
         """A GitRepo secret's verdict on the whole body (in a worker thread when the body is large)."""
         raw = await body.read()
-        request = _with_body(admission.head, raw)
+        request = admission.head.with_body(raw)
         if len(raw) > 1 << 20:
             return await asyncio.to_thread(admission.provider.verify, request, creds)
         return admission.provider.verify(request, creds)
@@ -675,7 +674,3 @@ class Pipeline:
             answer = refusal.answer()
         self.record(answer, route.path if route else "none", started)
         return answer
-
-
-def _with_body(head: WebhookRequest, body: bytes) -> WebhookRequest:
-    return WebhookRequest(method=head.method, headers=head.headers, body=body, query=head.query)

@@ -106,6 +106,10 @@ class WebhookRequest:
     body: bytes
     query: Mapping[str, str] = field(default_factory=dict)
 
+    def with_body(self, body: bytes) -> WebhookRequest:
+        """The same request carrying `body` (the pipeline admits a request before its body is read)."""
+        return WebhookRequest(method=self.method, headers=self.headers, body=body, query=self.query)
+
     def header(self, name: str) -> str:
         """The header's value, or "" when absent (names are matched case-insensitively)."""
         return self.headers.get(name.lower(), "")
