@@ -617,7 +617,9 @@ class Pipeline:
         return child
 
     def record(self, answer: Answer, route_name: str, started: float) -> None:
-        """Metrics for every answer, and a log line for refusals (401s have their own security line)."""
+        """Metrics for every answer; a log line for refusals (401s have their own security line) and
+        for deliveries that were authenticated but carry nothing to act on, so that "the git host sent
+        it and nothing happened" is always visible in the log."""
         metrics = self.r.metrics
         self._counter(metrics.requests, answer.provider, route_name, answer.outcome, str(answer.status)).inc()
         self._counter(metrics.request_seconds, answer.provider).observe(time.monotonic() - started)
@@ -629,6 +631,17 @@ class Pipeline:
                     "route": route_name,
                     "status": answer.status,
                     "reason": answer.body["error"],
+                    "delivery": answer.delivery,
+                },
+            )
+        elif answer.outcome in ("ignored", "ping"):
+            log.info(
+                "delivery ignored",
+                extra={
+                    "provider": answer.provider,
+                    "route": route_name,
+                    "event": answer.body.get("ignored", "ping"),
+                    "reason": answer.body.get("reason", "a ping: the hook was created or tested"),
                     "delivery": answer.delivery,
                 },
             )

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -294,11 +295,25 @@ class Stack:
         with contextlib.suppress(ApiException):
             events = client.CoreV1Api(self.api).list_namespaced_event(namespace).items
             parts += [f"event: {e.reason}: {e.message}" for e in events if e.involved_object.name == gitrepo][-10:]
+        if self.gitea is not None:
+            parts += self._gitea_view(namespace, gitrepo)
         if self.webhook is not None:
             parts.append("fleet-webhook log:\n" + self.webhook.log_tail(15))
         if self.fleet is not None:
             parts.append("fleetcontroller log:\n" + self.fleet.log_tail(15))
         return "\n".join(parts)
+
+    def _gitea_view(self, namespace: str, gitrepo: str) -> list[str]:
+        """The webhooks Gitea recorded for the GitRepo's repository, and Gitea's own warnings."""
+        assert self.gitea is not None
+        parts = []
+        with contextlib.suppress(ApiException, sqlite3.Error, KeyError):
+            repo = self.gitrepo(namespace, gitrepo)["spec"]["repo"].rstrip("/").rsplit("/", 1)[-1]
+            parts.append(
+                f"gitea webhooks sent for {repo}: " + json.dumps(self.gitea.hook_tasks(repo.removesuffix(".git")))
+            )
+        parts.append("gitea log:\n" + self.gitea.log_tail(10))
+        return parts
 
     def events(self, namespace: str, gitrepo: str) -> list[tuple[str, str]]:
         """(reason, message) of the Events on a GitRepo."""

@@ -13,7 +13,9 @@ started it (tools.controlplane.spawn).
 Settings that matter for a test (measured, see ../shared/notes/real-fleet-and-gitea.md):
 `[queue] TYPE=channel` (the default level queue adds 1.4-4.9 s of idle backoff to each delivery),
 `[security] ALLOWED_HOST_LIST=loopback` (webhooks may target loopback only), `OFFLINE_MODE`, no SSH,
-no Actions, and sqlite.
+no Actions, and sqlite in WAL mode with a 30 s busy timeout (with the default 500 ms a push processed
+while a delivery is being recorded can fail with "database is locked" on a loaded machine, and Gitea
+then sends no webhook for it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import pwd
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -141,6 +144,8 @@ LFS_START_SERVER = false
 [database]
 DB_TYPE = sqlite3
 PATH = {d}/data/gitea.db
+SQLITE_JOURNAL_MODE = WAL
+SQLITE_TIMEOUT = 30000
 
 [repository]
 ROOT = {d}/repos
@@ -199,9 +204,9 @@ LEVEL = Warn
             deadline = time.monotonic() + timeout
             while not self._answers():
                 if self.proc.poll() is not None:
-                    raise GiteaError(f"gitea exited with {self.proc.returncode}:\n{self._log_tail()}")
+                    raise GiteaError(f"gitea exited with {self.proc.returncode}:\n{self.log_tail()}")
                 if time.monotonic() > deadline:
-                    raise GiteaError(f"gitea did not answer within {timeout:.0f}s:\n{self._log_tail()}")
+                    raise GiteaError(f"gitea did not answer within {timeout:.0f}s:\n{self.log_tail()}")
                 time.sleep(0.1)
             password = "e2e-" + os.urandom(12).hex()
             self._cli(
@@ -233,7 +238,8 @@ LEVEL = Warn
         except OSError:
             return False
 
-    def _log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of Gitea's own log (errors and warnings only: LEVEL=Warn)."""
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return "(no log)"
@@ -292,9 +298,26 @@ LEVEL = Warn
         """Remove a webhook."""
         self.api("DELETE", f"/repos/{ADMIN}/{repo}/hooks/{hook_id}")
 
-    def hook_deliveries(self, repo: str, hook_id: int) -> list[dict[str, Any]]:
-        """The hook's delivery log, newest first (request, response status), as Gitea shows it."""
-        tasks: list[dict[str, Any]] = self.api("GET", f"/repos/{ADMIN}/{repo}/hooks/{hook_id}/deliveries") or []
+    def hook_tasks(self, repo: str, limit: int = 5) -> list[dict[str, Any]]:
+        """Gitea's record of the webhooks it sent for `repo`, newest first: hook id, event, delivered,
+        succeeded, response status. Read from Gitea's sqlite database, because the API has no
+        endpoint for it; the way to tell "Gitea never sent it" from "fleet-webhook ignored it"."""
+        assert self.tmpdir is not None
+        query = """
+            SELECT t.hook_id, t.event_type, t.is_delivered, t.is_succeed, t.response_content
+            FROM hook_task t JOIN webhook w ON w.id = t.hook_id JOIN repository r ON r.id = w.repo_id
+            WHERE r.lower_name = ? ORDER BY t.id DESC LIMIT ?"""
+        uri = f"file:{self.tmpdir / 'data' / 'gitea.db'}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
+            rows = db.execute(query, (repo.lower(), limit)).fetchall()
+        tasks = []
+        for hook_id, event, delivered, succeeded, response in rows:
+            with contextlib.suppress(ValueError, TypeError):
+                response = json.loads(response or "{}").get("status")
+            tasks.append(
+                {"hook": hook_id, "event": event, "delivered": bool(delivered), "succeeded": bool(succeeded),
+                 "status": response}
+            )  # fmt: skip
         return tasks
 
     # --- git ---------------------------------------------------------------------------
@@ -355,8 +378,20 @@ class Worktree:
         return self.git("rev-parse", "HEAD")
 
     def push(self, *refspecs: str, force: bool = False) -> None:
-        """`git push origin REFSPEC...` (returns when git does: the moment the benchmark starts timing)."""
-        self.git("push", "-q", *(["--force"] if force else []), "origin", *refspecs)
+        """`git push origin REFSPEC...` (returns when git does: the moment the benchmark starts timing).
+
+        Gitea's post-receive hook, which queues the webhooks, cannot fail a push: when it reports an
+        error on the `remote:` side band the push has landed but no webhook will follow, so that is
+        raised here rather than left for a test to find as a missing delivery."""
+        args = ["push", "-q", *(["--force"] if force else []), "origin", *refspecs]
+        proc = subprocess.run(
+            ["git", *args], cwd=self.path, env=self.env, capture_output=True, text=True, timeout=60, check=False
+        )
+        remote_errors = [
+            line for line in proc.stderr.splitlines() if line.startswith("remote:") and "error" in line.lower()
+        ]
+        if proc.returncode != 0 or remote_errors:
+            raise GiteaError(f"git {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
 
     def remote_commit(self, ref: str) -> str:
         """The commit `ref` (refs/heads/x, refs/tags/y) names on Gitea now, tags peeled."""

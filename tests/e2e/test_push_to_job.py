@@ -108,6 +108,9 @@ def test_a_push_ends_in_a_job_for_the_pushed_commit(
     assert stack.gitrepo(ns, "apps")["status"]["webhookCommit"] == commit
     assert [j["commit"] for j in stack.jobs(ns, "apps")] == [commit], "Fleet replaces the previous Job"
     assert seconds < JOB_WITHIN
+    assert stack.gitea is not None
+    [sent] = stack.gitea.hook_tasks(wt.repo)  # what Gitea recorded: one push, answered 200
+    assert (sent["event"], sent["delivered"], sent["succeeded"], sent["status"]) == ("push", True, True, 200)
 
 
 # --- b. two namespaces, both URL forms ---------------------------------------------------------

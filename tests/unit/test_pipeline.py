@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from controller.config import load_text
@@ -100,3 +101,19 @@ def test_a_batch_gives_each_gitrepo_one_decision_about_its_own_branch() -> None:
     assert by_name["other"][1].action == "skip"
     assert "tracks branch 'release'" in by_name["other"][1].reason
     assert "2001 other refs" in by_name["other"][1].reason
+
+
+async def test_a_signed_delivery_with_nothing_to_act_on_still_leaves_a_log_line(caplog: Any) -> None:
+    """A ping or an ignored event answers 200: the log must say so, or "the host sent it and nothing
+    happened" cannot be told from "the host never sent it"."""
+    caplog.set_level(logging.INFO, logger="fleet_webhook")
+    body = b'{"zen": "Keep it logically awesome.", "hook_id": 1}'
+    headers = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": "ping-1", "Content-Type": "application/json"}
+    ping = await pipeline().deliver("/", request(sign("github", headers, body, SECRET), body))
+    issue = {**headers, "X-GitHub-Event": "issues", "X-GitHub-Delivery": "issue-1"}
+    ignored = await pipeline().deliver("/", request(sign("github", issue, body, SECRET), body))
+
+    assert (ping.status, ping.outcome, ignored.status, ignored.outcome) == (200, "ping", 200, "ignored")
+    lines = [r.__dict__ for r in caplog.records if r.getMessage() == "delivery ignored"]
+    assert [(line["delivery"], line["event"]) for line in lines] == [("ping-1", "ping"), ("issue-1", "issues")]
+    assert all(line["reason"] for line in lines)
