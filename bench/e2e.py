@@ -33,11 +33,10 @@ import aiohttp
 
 from bench import data
 from bench.procs import ServerProcess, start_server
-from bench.stats import REPO_ROOT, cpu_seconds, percentile, summary
+from bench.stats import cpu_seconds, percentile, summary
 from controller.runtime import HEADER_TIMEOUT_SECONDS
 
 GROUP, VERSION, PLURAL = "fleet.cattle.io", "v1alpha1", "gitrepos"
-CRD_DIR = REPO_ROOT / "tests" / "fixtures" / "crds"
 POLLING_INTERVAL_S = 15.0  # Fleet's default polling interval; a push waits 7.5 s on average
 
 
@@ -230,7 +229,7 @@ class Driver:
         }
 
 
-def _latency(values: list[float]) -> dict[str, Any]:
+def latency(values: list[float]) -> dict[str, Any]:
     return {
         "n": len(values),
         "p50": round(percentile(values, 50), 2),
@@ -276,9 +275,10 @@ def run(
         started = time.monotonic()
         if kubeconfig is None:
             from tools.controlplane import ControlPlane, install_crds
+            from tools.fleet import fleet_crds_file
 
             cp = stack.enter_context(ControlPlane())
-            install_crds(cp.kubeconfig, [CRD_DIR])
+            install_crds(cp.kubeconfig, [fleet_crds_file()])
             kubeconfig = cp.kubeconfig
         cluster = Cluster(kubeconfig)
         stack.callback(cluster.close)
@@ -309,14 +309,14 @@ def run(
         agg.setdefault("visible_ms", []).extend(block["visible_ms"])
         agg.setdefault("answer_ms", []).extend(block["answer_ms"])
     ours, floor = by_kind["receiver"], by_kind["floor"]
-    ours_visible = _latency(ours["visible_ms"])
-    floor_visible = _latency(floor["visible_ms"])
+    ours_visible = latency(ours["visible_ms"])
+    floor_visible = latency(floor["visible_ms"])
     sent = {k: sum(b["sent"] for b in blocks_out if b["kind"] == k) for k in by_kind}
     statuses: dict[str, dict[str, int]] = {"receiver": {}, "floor": {}}
     for block in blocks_out:
         for code, n in block["statuses"].items():
             statuses[block["kind"]][code] = statuses[block["kind"]].get(code, 0) + n
-    block_p99 = [_latency(b["visible_ms"])["p99"] for b in blocks_out if b["kind"] == "receiver"]
+    block_p99 = [latency(b["visible_ms"])["p99"] for b in blocks_out if b["kind"] == "receiver"]
     return {
         "description": "push -> status.webhookCommit readable through a watch, real etcd + kube-apiserver",
         "rate_per_s": rate,
@@ -329,7 +329,7 @@ def run(
         "statuses": statuses,
         "lost": {k: sent[k] - len(by_kind[k]["visible_ms"]) for k in by_kind},
         "receiver_visible_ms": ours_visible,
-        "receiver_answer_ms": _latency(ours["answer_ms"]),
+        "receiver_answer_ms": latency(ours["answer_ms"]),
         "floor_visible_ms": floor_visible,
         "receiver_p99_per_block_ms": summary(block_p99, 2),
         "overhead_p50_ms": round(ours_visible["p50"] - floor_visible["p50"], 2),

@@ -164,6 +164,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
         from bench import push_to_job
 
         out += push_to_job.rows(results["push_to_job"])
+    if results.get("receivers"):
+        from bench import receivers
+
+        out += receivers.rows(results["receivers"])
     return out
 
 
