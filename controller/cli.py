@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from controller import __version__
 from controller.config import ConfigError, load_file
-from controller.explain import PUSH_HEADERS
 from controller.index import GitRepoInfo
+from controller.providers import PROVIDER_NAMES
 from controller.settings import ENV_PREFIX, Settings
 
 
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
             "against the cluster's GitRepos or a YAML file of them. Nothing is written."
         ),
     )
-    ex.add_argument("--provider", required=True, choices=sorted(PUSH_HEADERS), help="who sent the payload")
+    ex.add_argument("--provider", required=True, choices=sorted(PROVIDER_NAMES), help="who sent the payload")
     ex.add_argument("--payload", required=True, type=Path, metavar="FILE", help="the JSON body of the delivery")
     ex.add_argument("--config", type=Path, metavar="FILE", help="config file (default: built-in defaults)")
     ex.add_argument(

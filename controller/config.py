@@ -26,17 +26,8 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from controller.durations import FLEET_INTERVAL_MAX_SECONDS, parse_duration
+from controller.providers import PROVIDER_NAMES, Provider, by_name
 
-PROVIDER_NAMES = (
-    "github",
-    "gitlab",
-    "bitbucket",
-    "bitbucket-server",
-    "gogs",
-    "gitea",
-    "azure-devops",
-    "generic",
-)
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
@@ -97,7 +88,7 @@ class ProviderConfig:
     name: str
     enabled: bool
     allow_unauthenticated: bool
-    accept_sha1: bool = False
+    implementation: Provider  # the provider as this block's options shape it (`Provider.configured`)
     base_url: str = ""  # Bitbucket Server: builds the repository URL when a payload names none
 
 
@@ -518,7 +509,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Config:
             name=name,
             enabled=doc["providers"][name]["enabled"],
             allow_unauthenticated=doc["providers"][name]["allowUnauthenticated"],
-            accept_sha1=doc["providers"][name].get("acceptSha1", False),
+            implementation=by_name(name).configured(doc["providers"][name]),
             base_url=doc["providers"][name].get("baseUrl", ""),
         )
         for name in PROVIDER_NAMES

@@ -25,18 +25,6 @@ from controller.providers import by_name, complete_urls
 from controller.providers.base import WebhookRequest
 from controller.sync import keyer_for
 
-# Headers a provider would send with a push, so a bare payload file can be parsed.
-PUSH_HEADERS: Mapping[str, Mapping[str, str]] = {
-    "github": {"x-github-event": "push"},
-    "gitlab": {"x-gitlab-event": "Push Hook"},
-    "bitbucket": {"x-event-key": "repo:push", "x-hook-uuid": "explain"},
-    "bitbucket-server": {"x-event-key": "repo:refs_changed"},
-    "gogs": {"x-gogs-event": "push"},
-    "gitea": {"x-gitea-event": "push"},
-    "azure-devops": {"x-vss-activityid": "explain"},
-    "generic": {"x-fleet-webhook-event": "push"},
-}
-
 
 @dataclass
 class Explanation:
@@ -86,7 +74,7 @@ def _event_headers(provider: str, payload: Mapping[str, Any]) -> dict[str, str]:
 
 def headers_for(provider: str, payload: Mapping[str, Any] | None, extra: Iterable[str] = ()) -> dict[str, str]:
     """Push headers for `provider`, adjusted to the event the payload shows, plus any `Name: value` overrides."""
-    headers = {"content-type": "application/json", **PUSH_HEADERS[provider]}
+    headers = {"content-type": "application/json", **by_name(provider).push_headers}
     if isinstance(payload, dict):
         headers.update(_event_headers(provider, payload))
     for item in extra:

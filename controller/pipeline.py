@@ -59,20 +59,6 @@ from controller.updater import GitRepoUpdater, Outcome, WriteResult
 
 log = logging.getLogger("fleet_webhook.receiver")
 
-# GitHub variant used when providers.github.acceptSha1 is set (old GitHub Enterprise servers).
-GITHUB_WITH_SHA1 = registry.GitHubProvider(accept_sha1=True)
-
-# Secret keys tried, in order, when a provider's own key holds nothing. Fleet's receiver handled
-# Gitea through its Gogs parser, so existing `gitjob-webhook` Secrets keep Gitea's secret under `gogs`.
-FALLBACK_SECRET_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {"gitea": (("gogs",),)}
-
-UNKNOWN_PROVIDER = (
-    "not a recognized webhook: none of the headers X-GitHub-Event, X-Gitlab-Event, X-Event-Key, "
-    "X-Hook-UUID, X-Gogs-Event, X-Gitea-Event, X-Forgejo-Event, X-Vss-ActivityId, "
-    "X-Vss-SubscriptionId, X-Fleet-Webhook-Event or X-Fleet-Webhook-Signature"
-)
-
-
 SECURITY_LOG_LINES_PER_SECOND = 20
 
 
@@ -231,12 +217,11 @@ class Pipeline:
             raise Refusal(405, "webhooks must be POSTed", "method_not_allowed", {"Allow": "POST"})
         if content_length is not None and content_length > config.limits.max_body_bytes:
             raise self.too_large(config)
-        provider = registry.detect(head)
-        if provider is None:
-            raise Refusal(400, UNKNOWN_PROVIDER, "unknown_provider")
-        if provider.name == "github" and config.provider("github").accept_sha1:
-            provider = GITHUB_WITH_SHA1
-        provider_cfg = config.provider(provider.name)
+        detected = registry.detect(head)
+        if detected is None:
+            raise Refusal(400, registry.UNRECOGNIZED, "unknown_provider")
+        provider_cfg = config.provider(detected.name)
+        provider = provider_cfg.implementation
         admission = Admission(
             config=config,
             route=route,
@@ -289,7 +274,7 @@ class Pipeline:
         suffix = config.secrets.previous_suffix
         try:
             creds = await self.r.secrets.credentials(source, provider.secret_keys, suffix)
-            for keys in FALLBACK_SECRET_KEYS.get(provider.name, ()):
+            for keys in provider.fallback_secret_keys:
                 creds = creds or _rekey(await self.r.secrets.credentials(source, keys, suffix), provider.secret_keys)
             return creds
         except SecretUnavailable as exc:
@@ -428,7 +413,7 @@ class Pipeline:
             creds = await self.r.secrets.gitrepo_credentials(
                 info.namespace, info.webhook_secret, provider.secret_keys, config.secrets.previous_suffix
             )
-            for keys in FALLBACK_SECRET_KEYS.get(provider.name, ()):
+            for keys in provider.fallback_secret_keys:
                 if creds == []:
                     fallback = await self.r.secrets.gitrepo_credentials(
                         info.namespace, info.webhook_secret, keys, config.secrets.previous_suffix
@@ -591,7 +576,7 @@ class Pipeline:
         source = admission.route.secret or admission.config.secrets.source
         try:
             keys = [*admission.provider.secret_keys]
-            for fallback in FALLBACK_SECRET_KEYS.get(admission.provider.name, ()):
+            for fallback in admission.provider.fallback_secret_keys:
                 keys.extend(fallback)
             return await self.r.secrets.blank_keys(source, keys)
         except SecretUnavailable:

@@ -6,16 +6,16 @@ repository, so integration tests can aim one provider's real payload shape at th
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
-import hmac
 import json
 import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from controller.providers import PROVIDER_NAMES, by_name
 
 PAYLOADS = Path(__file__).resolve().parent / "fixtures" / "payloads"
 AZURE_USER = "fleet-hook"
@@ -31,17 +31,8 @@ PUSH_FIXTURE = {
     "azure-devops": "git-push",
     "generic": "push",
 }
-PROVIDERS = tuple(PUSH_FIXTURE)
-SECRET_KEYS = {
-    "github": ("github",),
-    "gitlab": ("gitlab",),
-    "bitbucket": ("bitbucket",),
-    "bitbucket-server": ("bitbucket-server",),
-    "gogs": ("gogs",),
-    "gitea": ("gitea",),
-    "azure-devops": ("azure-username", "azure-password"),
-    "generic": ("generic",),
-}
+PROVIDERS = PROVIDER_NAMES
+SECRET_KEYS = {name: by_name(name).secret_keys for name in PROVIDER_NAMES}
 
 
 def sha(seed: str) -> str:
@@ -57,37 +48,19 @@ def fixture(provider: str, event: str) -> tuple[dict[str, str], dict[str, Any]]:
 
 
 def secret_data(provider: str, secret: str) -> dict[str, str]:
-    """Secret data (key -> value) that makes `secret` valid for `provider`."""
-    if provider == "azure-devops":
-        return {"azure-username": AZURE_USER, "azure-password": secret}
-    return {provider: secret}
+    """Secret data (key -> value) that makes `secret` valid for `provider` (a user name and `secret`
+    as the password for a provider that reads two keys, as Azure DevOps does)."""
+    keys = by_name(provider).secret_keys
+    return {keys[0]: AZURE_USER, keys[1]: secret} if len(keys) == 2 else {keys[0]: secret}
 
 
 def sign(provider: str, headers: dict[str, str], body: bytes, secret: str | None) -> dict[str, str]:
-    """Headers plus the authentication header the host adds for `secret` (None: unsigned)."""
-    out = dict(headers)
+    """Headers plus the authentication header the host adds for `secret` (None: unsigned), exactly
+    as the provider module says its host signs (`Provider.sign`)."""
     if secret is None:
-        return out
-    key = secret.encode()
-    json_part = body
-    if out.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
-        json_part = urllib.parse.parse_qs(body.decode())["payload"][0].encode()
-    digest = hmac.new(key, body, hashlib.sha256).hexdigest()
-    if provider in ("github",):
-        out["X-Hub-Signature-256"] = f"sha256={digest}"
-    elif provider == "gitlab":
-        out["X-Gitlab-Token"] = secret
-    elif provider in ("bitbucket", "bitbucket-server"):
-        out["X-Hub-Signature"] = f"sha256={digest}"
-    elif provider == "gogs":
-        out["X-Gogs-Signature"] = hmac.new(key, json_part, hashlib.sha256).hexdigest()
-    elif provider == "gitea":
-        out["X-Gitea-Signature"] = hmac.new(key, json_part, hashlib.sha256).hexdigest()
-    elif provider == "azure-devops":
-        out["Authorization"] = "Basic " + base64.b64encode(f"{AZURE_USER}:{secret}".encode()).decode()
-    elif provider == "generic":
-        out["X-Fleet-Webhook-Signature"] = f"sha256={digest}"
-    return out
+        return dict(headers)
+    credential = {k: v.encode() for k, v in secret_data(provider, secret).items()}
+    return by_name(provider).sign(headers, body, credential)
 
 
 @dataclass(frozen=True)
@@ -195,21 +168,9 @@ def delivery(
         raw = urllib.parse.urlencode({"payload": raw.decode()}).encode()
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     new_id = delivery_id or str(uuid.uuid4())
+    id_headers = {h.lower() for p in PROVIDER_NAMES for h in by_name(p).delivery_headers}
     for name in list(headers):
-        lowered = name.lower()
-        if lowered in {
-            "x-github-delivery",
-            "x-gogs-delivery",
-            "x-gitea-delivery",
-            "x-forgejo-delivery",
-            "x-request-uuid",
-            "x-request-id",
-            "x-gitlab-event-uuid",
-            "x-gitlab-webhook-uuid",
-            "idempotency-key",
-            "x-vss-activityid",
-            "x-fleet-webhook-delivery",
-        }:
+        if name.lower() in id_headers:
             headers[name] = new_id
     return Delivery(sign(provider, headers, raw, secret), raw)
 

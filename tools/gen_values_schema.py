@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run as a script: `python tools/gen_values_schema.py`
+
+from controller.providers import SECRET_KEYS  # noqa: E402 - needs the path above
 CONFIG_SCHEMA = REPO_ROOT / "schema" / "config.schema.json"
 VALUES_YAML = REPO_ROOT / "chart" / "values.yaml"
 OUTPUT = REPO_ROOT / "chart" / "values.schema.json"
@@ -49,10 +52,9 @@ PERCENT = r"^[0-9]+%$"
 PROMETHEUS_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
 # A provider key, optionally followed by a rotation suffix (config.secrets.previousSuffix, e.g. `.previous`).
-SECRET_KEY = (
-    r"^(github|gitlab|bitbucket|bitbucket-server|gogs|gitea|generic|azure-username|azure-password)"
-    r"([-._][-._a-zA-Z0-9]{0,31})?$"
-)
+# Secret keys are lower-case words joined by `-`, so they need no escaping inside the pattern.
+assert all(re.fullmatch(r"[a-z]+(-[a-z]+)*", key) for key in SECRET_KEYS), SECRET_KEYS
+SECRET_KEY = "^(" + "|".join(SECRET_KEYS) + r")([-._][-._a-zA-Z0-9]{0,31})?$"
 
 
 def strict(properties: dict[str, Schema], **extra: Any) -> Schema:

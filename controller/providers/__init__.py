@@ -34,6 +34,9 @@ from controller.providers.gogs import GogsProvider
 
 __all__ = [
     "PROVIDERS",
+    "PROVIDER_NAMES",
+    "SECRET_KEYS",
+    "UNRECOGNIZED",
     "AzureDevOpsProvider",
     "BitbucketCloudProvider",
     "BitbucketServerProvider",
@@ -62,6 +65,25 @@ PROVIDERS: tuple[Provider, ...] = (
 """One instance of each provider with default options, in detection order."""
 
 _BY_NAME = {provider.name: provider for provider in PROVIDERS}
+
+PROVIDER_NAMES: tuple[str, ...] = tuple(_BY_NAME)
+"""Every provider's config key, in detection order."""
+
+SECRET_KEYS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        key for provider in PROVIDERS for key in (*provider.secret_keys, *sum(provider.fallback_secret_keys, ()))
+    )
+)
+"""Every key a provider reads from a webhook Secret."""
+
+
+def _unrecognized() -> str:
+    names = list(dict.fromkeys(h for provider in PROVIDERS for h in provider.detect_headers))
+    return "not a recognized webhook: none of the headers " + ", ".join(names[:-1]) + " or " + names[-1]
+
+
+UNRECOGNIZED = _unrecognized()
+"""The answer to a delivery no provider claims: which headers would have named one."""
 
 
 def detect(request: WebhookRequest) -> Provider | None:

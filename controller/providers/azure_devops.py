@@ -29,7 +29,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from controller import events
@@ -66,13 +66,18 @@ class AzureDevOpsProvider(base.Provider):
     """Azure DevOps Services and Server."""
 
     name: ClassVar[str] = "azure-devops"
+    title: ClassVar[str] = "Azure DevOps service hooks (Basic authentication)."
     secret_keys: ClassVar[tuple[str, ...]] = ("azure-username", "azure-password")
+    detect_headers: ClassVar[tuple[str, ...]] = ("X-Vss-ActivityId", "X-Vss-SubscriptionId")
+    delivery_headers: ClassVar[tuple[str, ...]] = ("X-Vss-ActivityId",)
+    push_headers: ClassVar[Mapping[str, str]] = {"x-vss-activityid": "explain"}
 
     def detect(self, request: base.WebhookRequest) -> bool:
-        return base.first_header(request, "x-vss-activityid", "x-vss-subscriptionid") is not None
+        return base.first_header(request, *self.detect_headers) is not None
 
-    def delivery_id(self, request: base.WebhookRequest) -> str | None:
-        return base.first_header(request, "x-vss-activityid")
+    def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
+        pair = credential["azure-username"] + b":" + credential["azure-password"]
+        return {**headers, "Authorization": "Basic " + base64.b64encode(pair).decode()}
 
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         return base.Authentication(self._basic_verdict(request, credentials))

@@ -121,23 +121,54 @@ class WebhookRequest:
 
 
 class Provider(abc.ABC):
-    """A git host's webhook dialect.
+    """A git host's webhook dialect, and everything else the product says about that host.
 
-    `name` is the provider's key in the config and in metrics; `secret_keys` are the keys it reads
-    from a secret source (Fleet's names: `github`, `gitlab`, `bitbucket`, `bitbucket-server`, `gogs`,
-    `azure-username` + `azure-password`; plus `gitea` and `generic`).
+    The class attributes are the provider's identity. Nothing outside its module restates them: the
+    config schema's provider blocks (tools/gen_config_schema.py), the chart's secret-key pattern,
+    the 400 answer for an unrecognised delivery, `explain`'s headers, secret-key fallbacks and the
+    test and benchmark signers are all derived from them through the registry
+    (`controller.providers`).
     """
 
     name: ClassVar[str]
+    """The provider's key in the config, in metrics and in logs."""
+    title: ClassVar[str]
+    """One line for users: the host and how it authenticates (the schema's description of its block)."""
     secret_keys: ClassVar[tuple[str, ...]]
+    """The keys read from a secret source (Fleet's names: `github`, `gitlab`, `bitbucket`,
+    `bitbucket-server`, `gogs`, `azure-username` + `azure-password`; plus `gitea` and `generic`)."""
+    fallback_secret_keys: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    """Key sets tried in order when `secret_keys` hold nothing (renamed keys of existing Secrets)."""
+    detect_headers: ClassVar[tuple[str, ...]]
+    """Headers whose presence marks this provider's deliveries, as users read them (`X-GitHub-Event`)."""
+    delivery_headers: ClassVar[tuple[str, ...]] = ()
+    """Headers carrying the host's id of a delivery (kept on redelivery), in the order they are read."""
+    push_headers: ClassVar[Mapping[str, str]]
+    """The headers (lower-case) with which the host sends a push, besides authentication and delivery
+    id: what turns a saved payload file into a delivery (`explain`, tests, fuzzing)."""
+    event_header: ClassVar[str | None] = None
+    """The header naming the event, when the host sends one (Azure DevOps names it in the body)."""
+    sample_events: ClassVar[tuple[str, ...]] = ()
+    """Values of `event_header` the tests and fuzzers send: the push first, then a ping, then others."""
+    options_schema: ClassVar[Mapping[str, Any]] = {}
+    """JSON Schema properties of this provider's config block beyond `enabled` and `allowUnauthenticated`."""
+
+    def configured(self, options: Mapping[str, Any]) -> Provider:
+        """This provider as its config block shapes it (`options`: the block as written, `acceptSha1`...)."""
+        return self
+
+    def delivery_id(self, request: WebhookRequest) -> str | None:
+        """The provider's unique id of this delivery (kept on redelivery), if it sends one."""
+        return first_header(request, *self.delivery_headers)
+
+    @abc.abstractmethod
+    def sign(self, headers: Mapping[str, str], body: bytes, credential: Credential) -> dict[str, str]:
+        """`headers` plus what the host adds to authenticate `body` with `credential`: the host's side
+        of `authenticate`, kept beside it so tests and benchmarks sign exactly as this module verifies."""
 
     @abc.abstractmethod
     def detect(self, request: WebhookRequest) -> bool:
         """Whether the request's headers say it comes from this provider."""
-
-    @abc.abstractmethod
-    def delivery_id(self, request: WebhookRequest) -> str | None:
-        """The provider's unique id of this delivery (kept on redelivery), if it sends one."""
 
     @abc.abstractmethod
     def authenticate(self, request: WebhookRequest, credentials: Sequence[Credential]) -> Authentication:
@@ -361,6 +392,19 @@ def hex_signature_auth(
     except ValueError:
         return Authentication(Verdict.MISMATCH)
     return Authentication(None, (BodyMac(algorithm, tuple(secrets), (claimed,), signed_prefix),))
+
+
+def with_hex_signature(
+    headers: Mapping[str, str],
+    header: str,
+    secret: bytes,
+    signed: bytes,
+    *,
+    prefix: str = "",
+    algorithm: str = "sha256",
+) -> dict[str, str]:
+    """`headers` plus `header: prefix + hex HMAC(secret, signed)`: how most hosts sign (see `sign`)."""
+    return {**headers, header: prefix + hmac_hex(secret, signed, algorithm)}
 
 
 def field_name(path: Sequence[str | int]) -> str:

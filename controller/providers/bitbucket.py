@@ -25,7 +25,7 @@ Events:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from controller import events
@@ -47,7 +47,13 @@ class BitbucketCloudProvider(base.Provider):
     """Bitbucket Cloud."""
 
     name: ClassVar[str] = "bitbucket"
+    title: ClassVar[str] = "Bitbucket Cloud (X-Hub-Signature sha256)."
     secret_keys: ClassVar[tuple[str, ...]] = ("bitbucket",)
+    detect_headers: ClassVar[tuple[str, ...]] = ("X-Hook-UUID", "X-Event-Key")
+    delivery_headers: ClassVar[tuple[str, ...]] = ("X-Request-UUID",)
+    event_header: ClassVar[str | None] = "x-event-key"
+    push_headers: ClassVar[Mapping[str, str]] = {"x-event-key": "repo:push", "x-hook-uuid": "explain"}
+    sample_events: ClassVar[tuple[str, ...]] = ("repo:push", "pullrequest:created")
 
     def detect(self, request: base.WebhookRequest) -> bool:
         if request.header("x-hook-uuid").strip():
@@ -57,12 +63,12 @@ class BitbucketCloudProvider(base.Provider):
         agent = request.header("user-agent").strip().lower()
         return bool(request.header("x-request-uuid").strip()) or agent.startswith("bitbucket-webhooks")
 
-    def delivery_id(self, request: base.WebhookRequest) -> str | None:
-        return base.first_header(request, "x-request-uuid")
-
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "bitbucket")
         return base.hex_signature_auth(request.header("x-hub-signature"), secrets, prefix="sha256=")
+
+    def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
+        return base.with_hex_signature(headers, "X-Hub-Signature", credential["bitbucket"], body, prefix="sha256=")
 
     def parse(self, request: base.WebhookRequest) -> events.Parsed:
         return base.first_live(self.parse_all(request))

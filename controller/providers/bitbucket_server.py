@@ -30,7 +30,7 @@ Events:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from controller import events
@@ -50,17 +50,37 @@ class BitbucketServerProvider(base.Provider):
     """Bitbucket Server / Data Center."""
 
     name: ClassVar[str] = "bitbucket-server"
+    title: ClassVar[str] = "Bitbucket Server / Data Center (X-Hub-Signature sha256)."
     secret_keys: ClassVar[tuple[str, ...]] = ("bitbucket-server",)
+    detect_headers: ClassVar[tuple[str, ...]] = ("X-Event-Key",)
+    delivery_headers: ClassVar[tuple[str, ...]] = ("X-Request-Id",)
+    event_header: ClassVar[str | None] = "x-event-key"
+    push_headers: ClassVar[Mapping[str, str]] = {"x-event-key": "repo:refs_changed"}
+    sample_events: ClassVar[tuple[str, ...]] = ("repo:refs_changed", "diagnostics:ping", "pr:opened")
+    options_schema: ClassVar[Mapping[str, Any]] = {
+        "baseUrl": {
+            "type": "string",
+            "maxLength": 2048,
+            "pattern": r"^(https?://[^/?#\s]+(/[^?#\s]*[^/?#\s])?)?$",
+            "default": "",
+            "description": "The server's base URL, e.g. `https://bitbucket.example.com` (with its context path, "
+            "if any, and no trailing slash). Some Bitbucket Server versions send `repo:refs_changed` with a "
+            "repository that has no `links`; the receiver then builds `<baseUrl>/scm/<project key>/<slug>` to "
+            "match GitRepos. Without it such a delivery is answered 200 with a reason saying to set this. "
+            "Several servers: give each its own route with `routes[].bitbucketServerBaseUrl`.",
+        }
+    }
 
     def detect(self, request: base.WebhookRequest) -> bool:
         return bool(request.header("x-event-key").strip())
 
-    def delivery_id(self, request: base.WebhookRequest) -> str | None:
-        return base.first_header(request, "x-request-id")
-
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "bitbucket-server")
         return base.hex_signature_auth(request.header("x-hub-signature"), secrets, prefix="sha256=")
+
+    def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
+        secret = credential["bitbucket-server"]
+        return base.with_hex_signature(headers, "X-Hub-Signature", secret, body, prefix="sha256=")
 
     def parse(self, request: base.WebhookRequest) -> events.Parsed:
         return base.first_live(self.parse_all(request))

@@ -21,7 +21,7 @@ before = `before`; deleted = `deleted` is true or `commit` is all zeros. A ping 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from controller import events
@@ -45,13 +45,24 @@ class GenericProvider(base.Provider):
     """The fleet-webhook generic format."""
 
     name: ClassVar[str] = "generic"
+    title: ClassVar[str] = (
+        "A small JSON body `{repository, ref, commit, before?}` signed with HMAC-SHA256 in "
+        "`X-Fleet-Webhook-Signature: sha256=<hex>`, for CI systems and anything else."
+    )
     secret_keys: ClassVar[tuple[str, ...]] = ("generic",)
+    detect_headers: ClassVar[tuple[str, ...]] = ("X-Fleet-Webhook-Event", "X-Fleet-Webhook-Signature")
+    delivery_headers: ClassVar[tuple[str, ...]] = ("X-Fleet-Webhook-Delivery",)
+    event_header: ClassVar[str | None] = "x-fleet-webhook-event"
+    push_headers: ClassVar[Mapping[str, str]] = {"x-fleet-webhook-event": "push"}
+    sample_events: ClassVar[tuple[str, ...]] = ("push", "ping", "other")
 
     def detect(self, request: base.WebhookRequest) -> bool:
-        return base.first_header(request, "x-fleet-webhook-signature", "x-fleet-webhook-event") is not None
+        return base.first_header(request, *self.detect_headers) is not None
 
-    def delivery_id(self, request: base.WebhookRequest) -> str | None:
-        return base.first_header(request, "x-fleet-webhook-delivery")
+    def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
+        return base.with_hex_signature(
+            headers, "X-Fleet-Webhook-Signature", credential["generic"], body, prefix="sha256="
+        )
 
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "generic")

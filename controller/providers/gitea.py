@@ -25,6 +25,7 @@ Events:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from controller.providers import gogs
@@ -34,7 +35,14 @@ class GiteaProvider(gogs.GogsProvider):
     """Gitea and Forgejo."""
 
     name: ClassVar[str] = "gitea"
+    title: ClassVar[str] = "Gitea and Forgejo (X-Gitea-Signature / X-Forgejo-Signature)."
     secret_keys: ClassVar[tuple[str, ...]] = ("gitea",)
+    # Fleet's receiver read Gitea through its Gogs parser, so existing `gitjob-webhook` Secrets keep
+    # Gitea's secret under `gogs`.
+    fallback_secret_keys: ClassVar[tuple[tuple[str, ...], ...]] = (("gogs",),)
+    detect_headers: ClassVar[tuple[str, ...]] = ("X-Gitea-Event", "X-Forgejo-Event")
+    event_header: ClassVar[str | None] = "x-gitea-event"
+    push_headers: ClassVar[Mapping[str, str]] = {"x-gitea-event": "push"}
     event_headers: ClassVar[tuple[str, ...]] = ("X-Forgejo-Event", "X-Gitea-Event")
     delivery_headers: ClassVar[tuple[str, ...]] = (
         "X-Forgejo-Delivery",
@@ -46,4 +54,5 @@ class GiteaProvider(gogs.GogsProvider):
         "X-Gitea-Signature",
         "X-Gogs-Signature",
     )
+    signature_header_sent: ClassVar[str] = "X-Gitea-Signature"
     tag_create_is_push: ClassVar[bool] = False

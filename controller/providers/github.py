@@ -25,7 +25,7 @@ Events:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from controller import events
@@ -80,16 +80,31 @@ class GitHubProvider(base.Provider):
     """GitHub.com, GitHub Enterprise Cloud and Server."""
 
     name: ClassVar[str] = "github"
+    title: ClassVar[str] = "GitHub and GitHub Enterprise (X-Hub-Signature-256)."
     secret_keys: ClassVar[tuple[str, ...]] = ("github",)
+    detect_headers: ClassVar[tuple[str, ...]] = ("X-GitHub-Event",)
+    delivery_headers: ClassVar[tuple[str, ...]] = ("X-GitHub-Delivery",)
+    event_header: ClassVar[str | None] = "x-github-event"
+    push_headers: ClassVar[Mapping[str, str]] = {"x-github-event": "push"}
+    sample_events: ClassVar[tuple[str, ...]] = ("push", "ping", "pull_request")
+    options_schema: ClassVar[Mapping[str, Any]] = {
+        "acceptSha1": {
+            "type": "boolean",
+            "default": False,
+            "description": "Also accept the legacy SHA-1 `X-Hub-Signature` when no SHA-256 signature is sent "
+            "(old GitHub Enterprise).",
+        }
+    }
 
     def __init__(self, *, accept_sha1: bool = False) -> None:
         self.accept_sha1 = accept_sha1
 
+    def configured(self, options: Mapping[str, Any]) -> GitHubProvider:
+        accept_sha1 = bool(options.get("acceptSha1"))
+        return self if accept_sha1 == self.accept_sha1 else GitHubProvider(accept_sha1=accept_sha1)
+
     def detect(self, request: base.WebhookRequest) -> bool:
         return bool(request.header("x-github-event").strip())
-
-    def delivery_id(self, request: base.WebhookRequest) -> str | None:
-        return base.first_header(request, "x-github-delivery")
 
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "github")
@@ -97,6 +112,9 @@ class GitHubProvider(base.Provider):
         if sha256.strip() or not self.accept_sha1:
             return base.hex_signature_auth(sha256, secrets, prefix="sha256=")
         return base.hex_signature_auth(request.header("x-hub-signature"), secrets, prefix="sha1=", algorithm="sha1")
+
+    def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
+        return base.with_hex_signature(headers, "X-Hub-Signature-256", credential["github"], body, prefix="sha256=")
 
     def parse(self, request: base.WebhookRequest) -> events.Parsed:
         event = base.require_header(request, "X-GitHub-Event")

@@ -34,7 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from controller import events
@@ -72,16 +72,19 @@ class GitLabProvider(base.Provider):
     """GitLab webhooks, token or Standard Webhooks signature."""
 
     name: ClassVar[str] = "gitlab"
+    title: ClassVar[str] = "GitLab (X-Gitlab-Token, or Standard Webhooks signing)."
     secret_keys: ClassVar[tuple[str, ...]] = ("gitlab",)
+    detect_headers: ClassVar[tuple[str, ...]] = ("X-Gitlab-Event",)
+    delivery_headers: ClassVar[tuple[str, ...]] = ("Idempotency-Key", "X-Gitlab-Webhook-UUID", "X-Gitlab-Event-UUID")
+    event_header: ClassVar[str | None] = "x-gitlab-event"
+    push_headers: ClassVar[Mapping[str, str]] = {"x-gitlab-event": "Push Hook"}
+    sample_events: ClassVar[tuple[str, ...]] = ("Push Hook", "Tag Push Hook", "System Hook", "Merge Request Hook")
 
     def __init__(self, *, now: Callable[[], float] = time.time) -> None:
         self.now = now
 
     def detect(self, request: base.WebhookRequest) -> bool:
         return bool(request.header("x-gitlab-event").strip())
-
-    def delivery_id(self, request: base.WebhookRequest) -> str | None:
-        return base.first_header(request, "idempotency-key", "x-gitlab-webhook-uuid", "x-gitlab-event-uuid")
 
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "gitlab")
@@ -115,6 +118,9 @@ class GitLabProvider(base.Provider):
         if not claimed or not keys:
             return None
         return base.BodyMac("sha256", keys, tuple(claimed), f"{msg_id}.{stamp}.".encode("utf-8", "replace"))
+
+    def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
+        return {**headers, "X-Gitlab-Token": credential["gitlab"].decode()}  # GitLab sends the token itself
 
     def parse(self, request: base.WebhookRequest) -> events.Parsed:
         event = base.require_header(request, "X-Gitlab-Event")

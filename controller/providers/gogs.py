@@ -28,7 +28,7 @@ Events:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from controller import events
@@ -49,18 +49,21 @@ class GogsProvider(base.Provider):
     """Gogs; the header names are class attributes so Gitea/Forgejo can reuse the rest."""
 
     name: ClassVar[str] = "gogs"
+    title: ClassVar[str] = "Gogs (X-Gogs-Signature)."
     secret_keys: ClassVar[tuple[str, ...]] = ("gogs",)
+    detect_headers: ClassVar[tuple[str, ...]] = ("X-Gogs-Event",)
+    event_header: ClassVar[str | None] = "x-gogs-event"
+    push_headers: ClassVar[Mapping[str, str]] = {"x-gogs-event": "push"}
+    sample_events: ClassVar[tuple[str, ...]] = ("push", "create")
     event_headers: ClassVar[tuple[str, ...]] = ("X-Gogs-Event",)
     delivery_headers: ClassVar[tuple[str, ...]] = ("X-Gogs-Delivery",)
     signature_headers: ClassVar[tuple[str, ...]] = ("X-Gogs-Signature",)
+    signature_header_sent: ClassVar[str] = "X-Gogs-Signature"  # the one the host itself fills in
     # Gogs announces a pushed tag only with `create`; Gitea and Forgejo also send a `push` for it.
     tag_create_is_push: ClassVar[bool] = True
 
     def detect(self, request: base.WebhookRequest) -> bool:
         return base.first_header(request, *self.event_headers) is not None
-
-    def delivery_id(self, request: base.WebhookRequest) -> str | None:
-        return base.first_header(request, *self.delivery_headers)
 
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, self.secret_keys[0])
@@ -72,6 +75,12 @@ class GogsProvider(base.Provider):
             # The JSON inside the form is signed, not the raw body: it can only be checked whole.
             return base.Authentication(None, auth.macs, needs_whole_body=True)
         return auth
+
+    def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
+        """Bare hex over the JSON (unwrapped from a form body), in the host's own signature header."""
+        signed = signed_payload(base.WebhookRequest("POST", {k.lower(): v for k, v in headers.items()}, body))
+        secret = credential[self.secret_keys[0]]
+        return base.with_hex_signature(headers, self.signature_header_sent, secret, signed or b"")
 
     def verify_whole_body(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Verdict:
         message = signed_payload(request)

@@ -8,9 +8,10 @@ Input layout, so a coverage-guided fuzzer reaches every branch from bytes alone:
 
 A target passes when the provider only ever raises PayloadError / UnsupportedMediaType, every parsed
 event is well-formed (full SHAs, non-empty repository URLs the normalizer accepts without raising), and
-no message carries the secret. Each `fuzz_<name>.py` runs under atheris when it is installed:
+no message carries the secret. `python -m tests.fuzz <provider>` (or `normalize`) runs one target
+under atheris when it is installed:
 
-    python -m tests.fuzz.fuzz_github -atheris_runs=100000 tests/fixtures/crashers/github
+    python -m tests.fuzz github -atheris_runs=100000 tests/fixtures/crashers/github
 
 and otherwise replays the files given on the command line. tests/fuzz/test_fuzz_targets.py runs every
 target over the corpus, the saved crashers and deterministic random mutations inside `make test`.
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from controller.events import Ignored, Ping, PushEvent, RefKind
 from controller.normalize import repo_key
-from controller.providers import by_name
+from controller.providers import PROVIDERS, Provider, by_name
 from controller.providers.base import (
     PayloadError,
     UnsupportedMediaType,
@@ -50,35 +51,27 @@ MODES = (
     "text/plain",
     "application/vnd.custom+json",
 )
-EVENTS: dict[str, tuple[str, ...]] = {
-    "github": ("push", "ping", "pull_request", "", "PUSH"),
-    "gitlab": ("Push Hook", "Tag Push Hook", "System Hook", "Merge Request Hook", ""),
-    "bitbucket": ("repo:push", "pullrequest:created", ""),
-    "bitbucket-server": ("repo:refs_changed", "diagnostics:ping", "pr:opened", ""),
-    "gogs": ("push", "create", ""),
-    "gitea": ("push", "create", ""),
-    "azure-devops": ("",),  # the event is the body's eventType
-    "generic": ("push", "ping", "other", ""),
-}
-EVENT_HEADER = {
-    "github": "x-github-event",
-    "gitlab": "x-gitlab-event",
-    "bitbucket": "x-event-key",
-    "bitbucket-server": "x-event-key",
-    "gogs": "x-gogs-event",
-    "gitea": "x-gitea-event",
-    "generic": "x-fleet-webhook-event",
-}
-BASE_HEADERS: dict[str, dict[str, str]] = {
-    "github": {"x-github-delivery": "d-1", "x-hub-signature-256": "sha256=" + "0" * 64},
-    "gitlab": {"x-gitlab-token": "nope", "idempotency-key": "d-1"},
-    "bitbucket": {"x-hook-uuid": "u", "x-request-uuid": "d-1", "x-hub-signature": "sha256=00"},
-    "bitbucket-server": {"x-request-id": "d-1", "x-hub-signature": "sha256=00"},
-    "gogs": {"x-gogs-delivery": "d-1", "x-gogs-signature": "00"},
-    "gitea": {"x-gitea-delivery": "d-1", "x-gitea-signature": "00"},
-    "azure-devops": {"x-vss-activityid": "d-1", "authorization": "Basic Zm9vOmJhcg=="},
-    "generic": {"x-fleet-webhook-delivery": "d-1", "x-fleet-webhook-signature": "sha256=00"},
-}
+
+
+def _events(provider: Provider) -> tuple[str, ...]:
+    """The provider's sample events, an empty one and a wrongly cased push (hosts' names are exact)."""
+    if provider.event_header is None:
+        return ("",)  # the event is in the body (Azure DevOps' eventType)
+    push = provider.sample_events[0]
+    return (*provider.sample_events, "", push.upper())
+
+
+def _base_headers(provider: Provider) -> dict[str, str]:
+    """A push's headers with a delivery id and a well-formed signature made with the wrong secret."""
+    headers = dict(provider.push_headers)
+    headers.update({h.lower(): "d-1" for h in provider.delivery_headers[:1]})
+    wrong = {key: f"not-the-secret-{i}".encode() for i, key in enumerate(provider.secret_keys)}
+    return {k.lower(): v for k, v in provider.sign(headers, b"", wrong).items()}
+
+
+EVENTS: dict[str, tuple[str, ...]] = {p.name: _events(p) for p in PROVIDERS}
+EVENT_HEADER: dict[str, str] = {p.name: p.event_header for p in PROVIDERS if p.event_header}
+BASE_HEADERS: dict[str, dict[str, str]] = {p.name: _base_headers(p) for p in PROVIDERS}
 
 
 def request_from(provider: str, data: bytes) -> WebhookRequest:
@@ -247,7 +240,7 @@ def random_inputs(provider: str, seed: int, count: int) -> Iterator[bytes]:
 
 
 def main(target: Target) -> None:
-    """`python -m tests.fuzz.fuzz_<name> [args]`: atheris when installed, else replay the given files."""
+    """Fuzz `target` with the command line's arguments: atheris when installed, else replay the given files."""
     try:
         import atheris  # type: ignore[import-not-found]
     except ImportError:

@@ -86,6 +86,24 @@ def test_package_schema_is_the_source_schema() -> None:
     assert shipped == source
 
 
+def test_the_schema_has_one_block_per_registered_provider_with_its_own_options() -> None:
+    """The provider blocks are generated (tools/gen_config_schema.py): the committed schema is current,
+    names exactly the registry's providers, and each block accepts its provider's own option."""
+    from controller.providers import PROVIDER_NAMES
+    from tools.gen_config_schema import main as gen_config_schema
+
+    assert gen_config_schema(["--check"]) == 0, "run `make chart-schema`"
+    blocks = cfg.schema()["properties"]["providers"]["properties"]
+    assert tuple(blocks) == PROVIDER_NAMES
+    config = cfg.load_text(
+        "providers:\n  github: {acceptSha1: true}\n  bitbucket-server: {baseUrl: https://bb.example.com}\n", "t"
+    )
+    assert config.provider("github").implementation.accept_sha1 is True  # type: ignore[attr-defined]
+    assert config.provider("bitbucket-server").base_url == "https://bb.example.com"
+    with pytest.raises(cfg.ConfigError, match="acceptSha1"):
+        cfg.load_text("providers:\n  gitlab: {acceptSha1: true}\n", "t")  # GitHub's option only
+
+
 # Each case: (name, YAML, expected line, expected JSON path, a fragment of the message).
 INVALID: list[tuple[str, str, int, str, str]] = [
     ("unknown top-level key", "provders: {}\n", 1, "$.provders", "did you mean 'providers'"),

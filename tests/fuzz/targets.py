@@ -1,19 +1,18 @@
-"""Fuzz target: the repository URL normalizer (controller/normalize.py). See tests/fuzz/common.py.
+"""The fuzz targets: one per provider in the registry (tests/fuzz/common.py) and the URL normalizer.
 
-The input bytes are the URL (UTF-8, undecodable bytes replaced). Invariants: nothing raises; a URL has a
-key exactly when it has no unusable_reason; a key's canonical URL gives the same key back; the key's
-host never carries userinfo; redact_url stays bounded.
-
-    python -m tests.fuzz.fuzz_normalize [atheris/libFuzzer flags] [corpus dirs or files]
+The normalizer target takes the input bytes as the URL (UTF-8, undecodable bytes replaced).
+Invariants: nothing raises; a URL has a key exactly when it has no unusable_reason; a key's canonical
+URL gives the same key back; the key's host never carries userinfo; redact_url stays bounded.
 """
 
 from __future__ import annotations
 
 from controller.normalize import explain_difference, redact_url, repo_key, unusable_reason
-from tests.fuzz.common import main
+from controller.providers import PROVIDER_NAMES
+from tests.fuzz.common import Target, provider_target
 
 
-def TestOneInput(data: bytes) -> None:
+def fuzz_normalize(data: bytes) -> None:
     text = data.decode("utf-8", "replace")
     for case_sensitive in (False, True):
         key = repo_key(text, case_sensitive_path=case_sensitive)
@@ -31,5 +30,4 @@ def TestOneInput(data: bytes) -> None:
     assert isinstance(explain_difference(text, "https://github.com/o/r"), str)
 
 
-if __name__ == "__main__":
-    main(TestOneInput)
+TARGETS: dict[str, Target] = {**{name: provider_target(name) for name in PROVIDER_NAMES}, "normalize": fuzz_normalize}
