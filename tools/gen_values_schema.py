@@ -35,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script: `python tools/gen_values_schema.py`
 
 from controller.providers import SECRET_KEYS  # noqa: E402 - needs the path above
+
 CONFIG_SCHEMA = REPO_ROOT / "schema" / "config.schema.json"
 VALUES_YAML = REPO_ROOT / "chart" / "values.yaml"
 OUTPUT = REPO_ROOT / "chart" / "values.schema.json"
