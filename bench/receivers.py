@@ -1,4 +1,4 @@
-"""Benchmark 7: fleet-webhook and Fleet's own receiver side by side, at 100, 1,000 and 10,000 GitRepos.
+"""Benchmark 8: fleet-webhook and Fleet's own receiver side by side, at 100, 1,000 and 10,000 GitRepos.
 
 One real etcd + kube-apiserver holds every GitRepo in one namespace. Both receivers run at the same
 time against it, each in its own process, each over the whole namespace:
@@ -30,6 +30,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import json
 import tempfile
 import time
 import uuid
@@ -125,6 +126,7 @@ class Pusher:
         self.last = dict.fromkeys(self.urls, data.ZERO_SHA)
         self.seq = 0
         self.run_id = uuid.uuid4().hex[:6]
+        self.answers: dict[str, int] = {}
 
     def _next(self) -> tuple[str, str, str]:
         repo = self.urls[self.seq % len(self.urls)]
@@ -136,8 +138,19 @@ class Pusher:
     async def push(self, session: aiohttp.ClientSession, repo: str, commit: str, before: str) -> int:
         d = data.push_delivery_for(repo, commit, before)
         async with session.post(self.url, data=d.body, headers=d.headers) as resp:
-            await resp.read()
+            self._note(await resp.read())
             return resp.status
+
+    def _note(self, raw: bytes) -> None:
+        """Count what the answers said (fleet-webhook's JSON names each GitRepo's fate; Fleet's is text)."""
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            key = raw[:40].decode(errors="replace")
+        else:
+            fates = [(k, e.get("reason", "")) for k in ("updated", "unchanged", "skipped") for e in answer.get(k, [])]
+            key = ", ".join(f"{k}: {r}" if r else k for k, r in fates) or str(answer.get("reason", answer))[:60]
+        self.answers[key] = self.answers.get(key, 0) + 1
 
     async def block(self, rate: float, seconds: float, session: aiohttp.ClientSession) -> dict[str, Any]:
         count = max(1, round(rate * seconds))
@@ -247,7 +260,9 @@ async def _size(
             "visible_ms_per_block": [latency(b["visible_ms"]) for b in mine],
             "cpu_ms_per_delivery": round(1000 * cpu / sent, 3),
             "rss_mib": round(rss_bytes(p.pid) / 2**20, 1),
+            "answers": dict(p.answers),
         }
+        p.answers.clear()
         if kind == "fleet-receiver":
             idle = settled["idle_cpu_share"] * elapsed
             entry["cpu_ms_per_delivery_net_of_idle"] = round(1000 * max(0.0, cpu - idle) / sent, 3)
@@ -344,7 +359,7 @@ def rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
         ok = ours["lost"] == 0 and ours["visible_ms"]["p99"] <= fleet["visible_ms"]["p99"]
         out.append(
             (
-                f"7 vs Fleet's receiver, {size}: p50 / p99",
+                f"8 vs Fleet's receiver, {size}: p50 / p99",
                 f"{ours['visible_ms']['p50']:.0f} / {ours['visible_ms']['p99']:.0f} ms (lost {ours['lost']})",
                 f"Fleet {fleet['visible_ms']['p50']:.0f} / {fleet['visible_ms']['p99']:.0f} ms (lost {fleet['lost']})",
                 f"p99 {r['p99_ratio_fleet_over_ours']}x" if r["p99_ratio_fleet_over_ours"] is not None else "",
@@ -354,7 +369,7 @@ def rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
         )
         out.append(
             (
-                f"7 vs Fleet's receiver, {size}: CPU/delivery, RSS",
+                f"8 vs Fleet's receiver, {size}: CPU/delivery, RSS",
                 f"{ours['cpu_ms_per_delivery']:.2f} ms, {ours['rss_mib']:.0f} MiB",
                 f"Fleet {fleet['cpu_ms_per_delivery']:.2f} ms (net of idle "
                 f"{fleet['cpu_ms_per_delivery_net_of_idle']:.2f}), {fleet['rss_mib']:.0f} MiB",
@@ -364,5 +379,5 @@ def rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
             )
         )
     if result.get("failure"):
-        out.append(("7 vs Fleet's receiver: stopped", result["failure"][:60], "", "", "", ""))
+        out.append(("8 vs Fleet's receiver: stopped", result["failure"][:60], "", "", "", ""))
     return out
