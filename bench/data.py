@@ -12,17 +12,20 @@ whose name merely starts the same (`fleet-apps-suffix`, which must not match).
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from controller.events import PushEvent
 from controller.index import GitRepoIndex, GitRepoInfo, gitrepo_info
 from controller.providers import GitHubProvider
 from controller.providers.base import WebhookRequest
-from tests.support import Delivery, delivery
 
 SECRET = "bench-webhook-secret"
 CONTROLLER_NAMESPACE = "cattle-fleet-system"
@@ -198,6 +201,51 @@ def build_index(infos: list[GitRepoInfo]) -> GitRepoIndex:
     index.replace_all(infos)
     index.synced = True
     return index
+
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One HTTP delivery ready to POST."""
+
+    headers: dict[str, str]
+    body: bytes
+
+
+@functools.cache
+def _github_push_sample() -> tuple[dict[str, str], dict[str, Any]]:
+    """A recorded GitHub push (bench/samples/, a copy of the test suite's: the bench needs no tests/)."""
+    headers = json.loads((SAMPLES / "github-push.headers.json").read_text())
+    return headers, json.loads((SAMPLES / "github-push.json").read_bytes())
+
+
+def delivery(
+    provider: str,
+    *,
+    https_url: str,
+    ssh_url: str,
+    ref: str,
+    commit: str,
+    before: str,
+    secret: str,
+    delivery_id: str | None = None,
+) -> Delivery:
+    """The recorded GitHub push rewritten to name this repository, ref and commit, signed the way the
+    GitHub provider module says GitHub signs (`Provider.sign`)."""
+    assert provider == "github", "the benchmarks send GitHub pushes"
+    sample_headers, sample = _github_push_sample()
+    doc = copy.deepcopy(sample)
+    repo = doc["repository"]
+    repo.update(html_url=https_url, clone_url=https_url + ".git", ssh_url=ssh_url)
+    repo["git_url"] = "git://" + https_url.split("://", 1)[1]
+    repo["full_name"] = https_url.split("://", 1)[1].split("/", 1)[1]
+    doc.update(ref=ref, after=commit, before=before, deleted=False, created=before == ZERO_SHA)
+    doc["head_commit"]["id"] = commit
+    body = json.dumps(doc).encode()
+    headers = {**sample_headers, "X-GitHub-Delivery": delivery_id or str(uuid.uuid4())}
+    return Delivery(GitHubProvider().sign(headers, body, {"github": secret.encode()}), body)
 
 
 def push_delivery(commit: str = PUSH_COMMIT, before: str = PUSH_BEFORE, delivery_id: str | None = None) -> Delivery:
