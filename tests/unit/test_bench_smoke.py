@@ -175,3 +175,18 @@ def test_intake_smoke() -> None:
         assert attack["codes"] == [200]
     assert ours["forged_24mib_rss_growth_mib"] < 16
     assert set(result["met"]) == {"forged_24mib_rss_growth_mib", "signed_p99_ms", "forged_rejected_ratio"}
+
+
+def test_the_benchmarks_import_nothing_from_the_test_suite() -> None:
+    """`bench/` runs from a checkout without tests/ being importable (issue: bench independent of tests)."""
+    import ast
+    from pathlib import Path
+
+    offenders = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n == "tests" or n.startswith("tests.")]
+    assert offenders == []
