@@ -152,6 +152,8 @@ async def readyz(request: web.Request) -> web.Response:
     }
     if status.last_error:
         body["configError"] = status.last_error
+    if r.index.watch_error:
+        body["watchError"] = r.index.watch_error  # the index may be stale; still ready, as Fleet would poll
     ready = r.index.synced and r.accepting
     body["status"] = "ready" if ready else "not ready"
     return json_response(200 if ready else 503, body)

@@ -22,14 +22,3 @@ def parse_duration(text: str) -> float:
     if not _WHOLE.match(text):
         raise ValueError(f"{text!r} is not a duration like 15s, 1h or 1h30m")
     return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest Go duration string for a whole number of seconds (3600 -> "1h")."""
-    whole = int(seconds)
-    if whole <= 0:
-        return "0s"
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
-    return "".join(parts)

@@ -144,6 +144,9 @@ class GitRepoIndex:
         self._key_memo: dict[str, RepoKey | None] = {}
         self._with_secret: dict[str, int] = {}  # namespace -> GitRepos carrying spec.webhookSecret
         self.synced = False
+        # Why the watch that feeds the index last failed; None once it has listed again. The index is
+        # then possibly stale, which /readyz says (`watchError`) rather than a log line alone.
+        self.watch_error: str | None = None
 
     def __len__(self) -> int:
         return len(self._by_ref)

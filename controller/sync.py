@@ -35,7 +35,6 @@ class IndexSync:
         self._watchers: list[GitRepoWatcher] = []
         self._listed: set[str | None] = set()
         self._scope: frozenset[str] = frozenset()
-        self.last_error: str | None = None
 
     def start(self, watch: WatchConfig) -> None:
         """Start watching the namespaces `watch` names (all when empty)."""
@@ -82,7 +81,7 @@ class IndexSync:
         if expected <= self._listed and not self.index.synced:
             self.index.synced = True
             log.info("gitrepo index synced", extra={"gitrepos": len(self.index)})
-        self.last_error = None
+        self.index.watch_error = None
 
     def _on_event(self, event: WatchEvent) -> None:
         info = gitrepo_info(event.obj)
@@ -94,4 +93,4 @@ class IndexSync:
             self.index.upsert(info)
 
     def _on_error(self, message: str) -> None:
-        self.last_error = message
+        self.index.watch_error = message

@@ -138,6 +138,12 @@ class ReceiverEnv:
         text = await resp.text()
         return Response(resp.status, json.loads(text) if text else {}, dict(resp.headers))
 
+    async def readiness(self) -> tuple[int, dict[str, Any]]:
+        """/readyz: status code and body."""
+        assert self.http is not None
+        resp = await self.http.get("/readyz")
+        return resp.status, json.loads(await resp.text())
+
     async def metrics(self) -> str:
         """The /metrics text."""
         assert self.http is not None

@@ -160,7 +160,9 @@ async def test_apiserver_outage_is_503_then_recovers_by_itself(own_env: Receiver
     down_at = time.monotonic()
     await asyncio.to_thread(own_cp.stop_apiserver)
     stopped_at = time.monotonic()
-    await wait_for(lambda: sync.last_error is not None, 15, "the watch to notice the outage")
+    await wait_for(lambda: sync.index.watch_error is not None, 15, "the watch to notice the outage")
+    status, ready = await env.readiness()
+    assert (status, bool(ready.get("watchError"))) == (200, True), ready  # still serving, and saying why
     await wait_for(lambda: len(traffic.statuses(stopped_at + 0.5)) >= 3, 20, "answers during the outage")
     outage_end = time.monotonic()
     await asyncio.to_thread(own_cp.start_apiserver)
@@ -181,7 +183,8 @@ async def test_apiserver_outage_is_503_then_recovers_by_itself(own_env: Receiver
     # Afterwards the index re-syncs by itself: a GitRepo created after the restart shows up and pushes work.
     env.create_gitrepo("born-after", URL)
     await env.wait_indexed("born-after", within=20)
-    await wait_for(lambda: sync.last_error is None, 20, "the watch to re-list")
+    await wait_for(lambda: sync.index.watch_error is None, 20, "the watch to re-list")
+    assert "watchError" not in (await env.readiness())[1]
     resp = await recovered_push(env, "steady")
     assert resp.names("updated") == {"steady", "born-after"}
     assert env.components.receiver.index.synced
@@ -275,7 +278,7 @@ async def test_expired_watch_relists_and_keeps_the_index_current(
         sync.stop()
         kube.close()
     assert any(r.getMessage() == "watch expired; re-listing" for r in caplog.records)
-    assert sync.last_error is None, "a 410 is routine, not a failure"
+    assert sync.index.watch_error is None, "a 410 is routine, not a failure"
 
 
 async def test_watcher_resumes_after_gone_from_the_resource_version_it_was_given(
