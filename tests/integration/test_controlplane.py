@@ -112,6 +112,7 @@ def test_polling_interval_accepts_zero_and_go_durations(
 ) -> None:
     objs = client.CustomObjectsApi(kube_api)
     objs.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, gitrepo("poll", pollingInterval=interval))
+    assert get_repo(objs, namespace, "poll")["spec"]["pollingInterval"] == interval  # stored as written
 
 
 @pytest.mark.parametrize("interval", ["", "5", "1 m", "one minute", "-1s", "1d"])

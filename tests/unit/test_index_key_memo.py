@@ -45,6 +45,7 @@ def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     urls = [f"https://github.com/org/repo-{i}" for i in range(10)]
     for url in urls:
         assert index.key(url) == repo_key(url)
-    assert len(index._key_memo) <= 3
     assert index.key(urls[-1]) == repo_key(urls[-1])
-    assert calls == urls  # the latest URL is still remembered
+    assert calls == urls  # the latest URL is still remembered ...
+    assert index.key(urls[0]) == repo_key(urls[0])
+    assert calls == [*urls, urls[0]]  # ... the first was forgotten: at most KEY_MEMO_SIZE are kept
