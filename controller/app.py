@@ -160,11 +160,17 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    """Prometheus text format."""
+    """Prometheus text format.
+
+    The index is read here, on the loop thread that owns it; the text is rendered in a thread: with a
+    series per GitRepo that got a webhook, 10,000 GitRepos take about 0.1 s to render.
+    """
     r = request.app[RECEIVER]
     r.metrics.index_size.set(len(r.index))
     r.metrics.index_synced.set(1 if r.index.synced else 0)
-    return web.Response(body=r.metrics.render(), headers={"Content-Type": r.metrics.content_type})
+    r.metrics.last_webhook.replace((i.namespace, i.name, i.last_webhook_time) for i in r.index if i.last_webhook_time)
+    body = await asyncio.to_thread(r.metrics.render)
+    return web.Response(body=body, headers={"Content-Type": r.metrics.content_type})
 
 
 # ------------------------------------------------------------------------------------------------

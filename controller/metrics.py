@@ -2,10 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from controller.polling import parse_time
 
 PREFIX = "fleet_webhook"
+
+# (GitRepo namespace, GitRepo name, its status.lastWebhookTime as the API server returns it).
+WebhookTime = tuple[str, str, str]
+
+
+class LastWebhookTimes(Collector):
+    """`fleet_webhook_gitrepo_last_webhook_timestamp_seconds`: one series per GitRepo that ever got a webhook.
+
+    The values are the GitRepos' own `status.lastWebhookTime` (written by any receiver, Fleet's
+    included), handed over as a snapshot of the index at each scrape. That makes them survive a
+    restart and agree between replicas, and a deleted GitRepo's series ends with the next scrape,
+    where a labelled Gauge would keep reporting it forever. The labels are `gitrepo_namespace`, not
+    `namespace`, which Prometheus sets to the scraped pod's namespace. The times are parsed in
+    `collect`, so the loop thread only copies strings and the rendering thread does the work.
+    """
+
+    name = f"{PREFIX}_gitrepo_last_webhook_timestamp_seconds"
+    documentation = "Unix time of the GitRepo's status.lastWebhookTime (GitRepos that got a webhook)."
+    labels = ("gitrepo_namespace", "gitrepo")
+
+    def __init__(self) -> None:
+        self._times: tuple[WebhookTime, ...] = ()
+
+    def replace(self, times: Iterable[WebhookTime]) -> None:
+        """Swap in a new snapshot (the loop thread owns the index; a scrape only reads this tuple)."""
+        self._times = tuple(times)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+        for namespace, name, text in self._times:
+            stamp = parse_time(text)
+            if stamp is not None:  # an unreadable time is left out rather than exported as 0 (1970)
+                family.add_metric((namespace, name), stamp)
+        yield family
 
 
 class Metrics:
@@ -55,6 +98,8 @@ class Metrics:
         )
         self.index_size = Gauge(f"{PREFIX}_index_gitrepos", "GitRepos in the in-memory index.", registry=r)
         self.index_synced = Gauge(f"{PREFIX}_index_synced", "1 once the GitRepo index has been listed.", registry=r)
+        self.last_webhook = LastWebhookTimes()
+        r.register(self.last_webhook)
         self.config_reloads = Counter(
             f"{PREFIX}_config_reloads",
             "Config reload attempts by result.",

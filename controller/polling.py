@@ -41,7 +41,7 @@ def interval_is_ours(info: GitRepoInfo) -> tuple[bool, str]:
 
 def webhook_age(info: GitRepoInfo, now: float, seen_at: float | None, started_at: float) -> float:
     """Seconds since the GitRepo's last webhook: `status.lastWebhookTime`, else what this process saw."""
-    stamp = _parse_time(info.last_webhook_time) if info.last_webhook_time else None
+    stamp = parse_time(info.last_webhook_time) if info.last_webhook_time else None
     if stamp is not None:
         return now - stamp
     return now - max(seen_at or 0.0, started_at)
@@ -56,8 +56,11 @@ def fallback_due(
     return webhook_age(info, now, seen_at, started_at) >= fallback_after
 
 
-def _parse_time(stamp: str) -> float | None:
-    """Epoch seconds of an RFC 3339 time as Kubernetes writes it; None when unreadable."""
+def parse_time(stamp: str) -> float | None:
+    """Epoch seconds of an RFC 3339 time as Kubernetes writes it; None when unreadable.
+
+    Public for metrics.LastWebhookTimes, which exports `status.lastWebhookTime` the same way.
+    """
     try:
         parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:

@@ -85,7 +85,7 @@ def test_a_changed_value_or_no_annotation_is_never_reverted() -> None:
 
 
 def test_age_comes_from_last_webhook_time_when_the_crd_has_it() -> None:
-    stamp = polling._parse_time("2026-09-18T20:26:40Z")
+    stamp = polling.parse_time("2026-09-18T20:26:40Z")
     assert stamp is not None
     assert polling.webhook_age(info(), stamp + 30, seen_at=None, started_at=0) == 30
 
