@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Builds the real test tools (etcd, kube-apiserver, helm, and for the e2e suite gitea and Fleet's
-# fleetcontroller) into a cache folder keyed by version, and reuses what is already there. Prints the
-# bin folder on success.
+# Builds the real test tools (etcd, kube-apiserver, helm, promql-parse for the chart's dashboard and
+# alerts, and for the e2e suite gitea and Fleet's fleetcontroller) into a cache folder keyed by
+# version, and reuses what is already there. Prints the bin folder on success.
 #
-#   tools/build-tools.sh            build what is missing, print the folder holding all five
+#   tools/build-tools.sh            build what is missing, print the folder holding all six
 #   KUBEBUILDER_ASSETS=/dir ...     use etcd + kube-apiserver from /dir (envtest convention); the rest built
 #   FLEET_SRC=/path/to/fleet ...    build fleetcontroller from that v0.16.1 tree (tools/build-fleet.sh)
 #
-# Versions live here, in tools/build-gitea.sh, tools/build-fleet.sh and in the wrapper go.mod files
+# Versions live here, in tools/build-gitea.sh, tools/build-fleet.sh, tools/build-promql-parse.sh and in the wrapper go.mod files
 # under tools/; bumping one changes the cache key.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -77,6 +77,8 @@ else
 fi
 build_helm
 ln -sfn "../helm-$HELM_VERSION/helm" "$bin/helm"
+promql_parse="$("$here/build-promql-parse.sh")"
+ln -sfn "../${promql_parse#"$cache/"}" "$bin/promql-parse"
 gitea="$("$here/build-gitea.sh")"
 ln -sfn "../${gitea#"$cache/"}" "$bin/gitea"
 fleetcontroller="$("$here/build-fleet.sh")"
