@@ -51,6 +51,16 @@ DNS_SUBDOMAIN_OR_EMPTY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*
 HOSTNAME_OR_EMPTY = DNS_SUBDOMAIN_OR_EMPTY
 PERCENT = r"^[0-9]+%$"
 PROMETHEUS_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
+# One number and one unit: the chart turns it into seconds for PromQL arithmetic (fleet-webhook.seconds).
+SIMPLE_DURATION = r"^[0-9]+(s|m|h|d|w)$"
+DNS_LABEL_OR_EMPTY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"
+# A label key (optional DNS-subdomain prefix and `/`) and a label value, as Kubernetes accepts them.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# PromQL label matchers without braces, e.g. `job="fleet-webhook",namespace!="sandbox"` (or nothing).
+MATCHERS = r"^[^{}]*$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
 # A provider key, optionally followed by a rotation suffix (config.secrets.previousSuffix, e.g. `.previous`).
 # Secret keys are lower-case words joined by `-`, so they need no escaping inside the pattern.
@@ -83,6 +93,18 @@ def k8s_list(what: str, required: list[str] | None = None) -> Schema:
 
 def int_or_percent() -> Schema:
     return {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": PERCENT}]}
+
+
+def alert(**extra: Schema) -> Schema:
+    """One alert of the PrometheusRule: on/off, severity, `for`, and its own knobs."""
+    return strict(
+        {
+            "enabled": {"type": "boolean"},
+            "severity": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": LABEL_VALUE},
+            "for": {"type": "string", "pattern": PROMETHEUS_DURATION},
+            **extra,
+        }
+    )
 
 
 def probe() -> Schema:
@@ -227,6 +249,45 @@ CHART_PROPERTIES: dict[str, Schema] = {
             "interval": {"type": "string", "pattern": PROMETHEUS_DURATION},
             "scrapeTimeout": {"type": "string", "pattern": PROMETHEUS_DURATION},
             "labels": string_map(),
+        }
+    ),
+    "grafanaDashboard": strict(
+        {
+            "enabled": {"type": "boolean"},
+            "namespace": {"type": "string", "maxLength": 63, "pattern": DNS_LABEL_OR_EMPTY},
+            "sidecarLabel": {"type": "string", "minLength": 1, "pattern": LABEL_KEY},
+            "sidecarLabelValue": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE},
+            "folderAnnotation": {"type": "string", "minLength": 1, "pattern": LABEL_KEY},
+            "folder": {"type": "string"},
+            "labels": string_map(),
+            "annotations": string_map(),
+        }
+    ),
+    "prometheusRule": strict(
+        {
+            "enabled": {"type": "boolean"},
+            "labels": string_map(),
+            # Matchers only: the braces are the template's. promql-parse checks what they render to.
+            "selector": {"type": "string", "pattern": MATCHERS},
+            "alertLabels": string_map(),
+            "alerts": strict(
+                {
+                    "verificationFailures": alert(
+                        window={"type": "string", "pattern": PROMETHEUS_DURATION},
+                        threshold={"type": "number", "minimum": 0},
+                    ),
+                    "writeFailures": alert(
+                        window={"type": "string", "pattern": PROMETHEUS_DURATION},
+                        threshold={"type": "number", "minimum": 0},
+                    ),
+                    "gitRepoNoWebhooks": alert(
+                        silentFor={"type": "string", "pattern": SIMPLE_DURATION},
+                        forgetAfter={"type": "string", "pattern": SIMPLE_DURATION},
+                        matchers={"type": "string", "pattern": MATCHERS},
+                    ),
+                    "configRejected": alert(),
+                }
+            ),
         }
     ),
     "commonLabels": string_map(),

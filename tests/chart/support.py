@@ -20,15 +20,20 @@ CHART = REPO_ROOT / "chart"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 
 
-def find_helm() -> Path:
-    """helm from $FLEET_WEBHOOK_TOOLS_BIN or .cache/tools/bin (what `make tools` builds)."""
+def find_tool(name: str) -> Path:
+    """A tool from $FLEET_WEBHOOK_TOOLS_BIN or .cache/tools/bin (what `make tools` builds)."""
     folders = [Path(os.environ["FLEET_WEBHOOK_TOOLS_BIN"])] if os.environ.get("FLEET_WEBHOOK_TOOLS_BIN") else []
     folders.append(Path(os.environ.get("FLEET_WEBHOOK_TOOLS_CACHE") or REPO_ROOT / ".cache" / "tools") / "bin")
     for folder in folders:
-        candidate = folder / "helm"
+        candidate = folder / name
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    raise FileNotFoundError(f"helm not found in {', '.join(map(str, folders))}: run `make tools`")
+    raise FileNotFoundError(f"{name} not found in {', '.join(map(str, folders))}: run `make tools`")
+
+
+def find_helm() -> Path:
+    """helm from $FLEET_WEBHOOK_TOOLS_BIN or .cache/tools/bin."""
+    return find_tool("helm")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ def test_server_side_dry_run_then_install(
     assert "STATUS: deployed" in helm.run(*args, kubeconfig=control_plane.kubeconfig).stdout
     mine = f"app.kubernetes.io/instance={release}"
     (deployment,) = client.AppsV1Api(kube_api).list_namespaced_deployment(release_namespace, label_selector=mine).items
-    (configmap,) = core.list_namespaced_config_map(release_namespace, label_selector=mine).items
+    configmaps = core.list_namespaced_config_map(release_namespace, label_selector=mine).items
+    (configmap,) = [c for c in configmaps if "config.yaml" in (c.data or {})]  # not the Grafana dashboard
     volumes = {v.name: v for v in deployment.spec.template.spec.volumes}
     assert volumes["config"].config_map.name == configmap.metadata.name
 
