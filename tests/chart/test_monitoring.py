@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
 from controller.metrics import Metrics
-from tests.chart.support import CHART, REPO_ROOT, Helm, by_kind, find_tool, one
+from tests.chart.support import CHART, REPO_ROOT, Helm, by_kind, find_tool, one, unique
+from tools.controlplane import ControlPlane
 
 DASHBOARD_FILE = CHART / "dashboards" / "fleet-webhook.json"
 MONITORING = CHART / "ci" / "monitoring-values.yaml"
@@ -264,9 +266,8 @@ def test_dashboard_uses_a_datasource_variable_everywhere() -> None:
 
 def test_dashboard_panels_have_unique_ids_and_do_not_overlap() -> None:
     board = dashboard()
-    ids = [p["id"] for p in board["panels"]] + [p["id"] for p in panels(board)]
-    assert len(set(ids)) == len({p["id"] for p in board["panels"]} | {p["id"] for p in panels(board)})
-    assert len(set(p["id"] for p in board["panels"])) == len(board["panels"])
+    ids = [p["id"] for p in board["panels"]] + [p["id"] for row in board["panels"] for p in row.get("panels", [])]
+    assert len(ids) == len(set(ids))
     cells: dict[tuple[int, int], str] = {}
     for panel in board["panels"]:
         pos = panel["gridPos"]
@@ -336,6 +337,42 @@ def test_rules_load_in_prometheus_and_name_only_exported_metrics(
         selectors = re.findall(r"fleet_webhook_\w+\{([^}]*)\}", exprs[alert])
         assert selectors, alert
         assert all('job="fw-fleet-webhook",namespace="cattle-fleet-system"' in s for s in selectors), alert
+
+
+def test_installed_rule_as_the_api_server_stores_it_still_loads(
+    helm: Helm,
+    promql: PromQL,
+    control_plane: ControlPlane,
+    kube_api: client.ApiClient,
+    release_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """What the Prometheus Operator would read back (after the CRD's schema and pruning) is a valid rule file."""
+    release = unique("mon")
+    helm.run(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        release_namespace,
+        "-f",
+        str(MONITORING),
+        kubeconfig=control_plane.kubeconfig,
+    )
+    stored = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", release_namespace, "prometheusrules", f"{release}-fleet-webhook"
+    )
+    rule_file = tmp_path / "stored.yaml"
+    rule_file.write_text(yaml.safe_dump(stored["spec"]))
+    assert promql.rules(rule_file) == {"rules": 4, "errors": []}
+    dashboards = (
+        client.CoreV1Api(kube_api)
+        .list_namespaced_config_map(
+            release_namespace, label_selector=f"app.kubernetes.io/instance={release},grafana_dashboard=1"
+        )
+        .items
+    )
+    assert [json.loads(c.data["fleet-webhook.json"])["uid"] for c in dashboards] == ["fleet-webhook"]
 
 
 def test_every_alert_has_a_runbook_and_docs(helm: Helm) -> None:
