@@ -1,6 +1,6 @@
 """Benchmark 3, end to end on a real control plane: push -> status.webhookCommit readable.
 
-A real etcd + kube-apiserver (tools/controlplane.py, or an existing cluster's kubeconfig) holds
+A real etcd + kube-apiserver (tools/controlplane/, or an existing cluster's kubeconfig) holds
 T target GitRepos plus B background ones in a fresh namespace. The receiver runs in its own
 process exactly as `fleet-webhook serve` wires it (bench/server.py --kind real: watch, index,
 secret read from the API, conditional status patch, Events). This process sends signed GitHub

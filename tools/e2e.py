@@ -3,7 +3,7 @@
     git push -> Gitea -> webhook -> fleet-webhook serve -> status.webhookCommit -> Fleet's gitjob
     controller -> ls-remote against Gitea -> a batch/v1 Job with annotation `commit`
 
-`Stack(kubeconfig)` takes a running control plane (tools/controlplane.py), installs what Fleet needs
+`Stack(kubeconfig)` takes a running control plane (tools/controlplane/), installs what Fleet needs
 (tools/fleet.py), and starts `fleetcontroller gitjob`, Gitea (tools/gitea.py) and
 `fleet-webhook serve` (`WebhookServer`), all bound to 127.0.0.1. `stop()` ends them and removes
 their folders.
