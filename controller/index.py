@@ -17,6 +17,8 @@ from controller.normalize import RepoKey, repo_key
 
 # Annotation that marks a pollingInterval this controller set, holding the value it wrote.
 MANAGED_INTERVAL_ANNOTATION = "fleet-webhook.cattle.io/polling-interval-set"
+# Annotation holding the deliveries shared by replicas (controller/ledger.py owns its format).
+LEDGER_ANNOTATION = "fleet-webhook.cattle.io/webhook-ledger"
 # Payload URLs whose key `GitRepoIndex.key` remembers. Every push to a repository names the same few
 # URLs, so after the first delivery its keys cost a dict lookup instead of a parse. Bounded: when
 # full the memo is emptied, so a flood of made-up URLs costs at most what it would without it.
@@ -45,6 +47,8 @@ class GitRepoInfo:
     # Field managers owning spec.pollingInterval (managedFields), plus "last-applied" when a client-side
     # apply (kubectl, Argo CD) names it in its last-applied-configuration: polling.interval_is_ours.
     interval_owners: tuple[str, ...] = ()
+    # The text of annotation ledger.LEDGER_ANNOTATION: deliveries every replica has learnt (--shared-order).
+    ledger: str = ""
 
     @property
     def ref(self) -> tuple[str, str]:
@@ -93,6 +97,7 @@ def gitrepo_info(obj: Mapping[str, Any]) -> GitRepoInfo | None:
         last_webhook_time=_str(status.get("lastWebhookTime")),
         managed_interval=managed if isinstance(managed, str) else None,
         interval_owners=_interval_owners(meta, annotations),
+        ledger=_str(annotations.get(LEDGER_ANNOTATION)),
     )
 
 

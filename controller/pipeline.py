@@ -103,9 +103,17 @@ class Receiver:
     in_flight: int = 0  # deliveries from admission to answer, bodies still arriving included (shutdown waits)
     processing: int = 0  # deliveries past their body: what limits.maxConcurrentRequests bounds
     accepting: bool = True
+    # --shared-order: each GitRepo's ledger annotation is the commit order (updater.py), not `histories`.
+    shared_order: bool = False
 
     def history_for(self, route: Route) -> CommitHistory:
-        """Commit order learnt from this route's deliveries only, so one tenant cannot poison another's."""
+        """Commit order learnt from this route's deliveries only, so one tenant cannot poison another's.
+
+        With shared order an empty one: the plan then only tells "already at this commit" from "write",
+        and the updater judges both again with the GitRepo's ledger, which every replica shares.
+        """
+        if self.shared_order:
+            return CommitHistory(max_entries=0)
         history = self.histories.get(route.path)
         if history is None:
             history = self.histories[route.path] = CommitHistory()
@@ -469,7 +477,7 @@ class Pipeline:
                 skipped.append(_gitrepo_entry(info, reason=auth_problem, via=decision.via))
             elif decision.action is Action.SKIP:
                 skipped.append(_gitrepo_entry(info, reason=decision.reason, via=decision.via))
-            elif decision.action is Action.UNCHANGED:
+            elif decision.action is Action.UNCHANGED and not self.r.shared_order:
                 unchanged.append(_gitrepo_entry(info, commit=push.commit, reason=decision.reason, via=decision.via))
             elif len(to_write) >= config.limits.max_gitrepos_per_delivery:
                 reason = f"over limits.maxGitReposPerDelivery ({config.limits.max_gitrepos_per_delivery})"

@@ -131,7 +131,7 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
         if info is not None:
             index.upsert(info)
 
-    updater = GitRepoUpdater(kube, metrics, on_written, index.get)
+    updater = GitRepoUpdater(kube, metrics, on_written, index.get, shared_order=settings.shared_order)
     secrets = SecretStore(kube.read_secret, settings.namespace, config.secrets.cache_seconds)
     receiver = Receiver(
         holder=holder,
@@ -141,6 +141,7 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
         updater=updater,
         dedupe=DeliveryCache(config.limits.dedupe_seconds, config.limits.dedupe_entries),
         budget=body_budget(config, settings),
+        shared_order=settings.shared_order,
     )
     sync = IndexSync(kube, index, loop)
     holder.on_change(sync.on_config_change)

@@ -80,3 +80,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, le=600, description="On SIGTERM, time allowed for in-flight deliveries to finish."
     )
+    shared_order: bool = Field(
+        default=False,
+        description=(
+            "Keep each GitRepo's recent delivery ids and commit order in its annotation "
+            "fleet-webhook.cattle.io/webhook-ledger instead of in this process only, so several replicas "
+            "(or a restarted one) never move webhookCommit back. Needs patch on gitrepos; the chart sets it."
+        ),
+    )

@@ -13,6 +13,12 @@ For each GitRepo to update:
    webhook interval and mark it with an annotation holding the value we wrote. Never touch an
    interval a user set.
 3. Emit a Kubernetes Event on the GitRepo (best effort, in the background).
+
+With `shared_order` (several replicas, `--shared-order`), step 1 is preceded by a conditional write of
+the GitRepo's ledger annotation (ledger.py): the delivery id and the commit order, learnt before the
+commit is recorded, so every replica judges a GitRepo from the same facts, and the per-GitRepo lock
+of this process is replaced by the resourceVersion of the ledger write. A verdict that writes
+nothing is taken from a fresh read, never from a possibly stale index copy.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from controller.decisions import Action, CommitHistory, commit_decision
 from controller.events import PushEvent
 from controller.index import MANAGED_INTERVAL_ANNOTATION, GitRepoInfo, gitrepo_info
 from controller.kube import ApiUnavailable, Conflict, Forbidden, Invalid, Kube, NotFound, now_rfc3339
+from controller.ledger import LEDGER_ANNOTATION, Ledger
 from controller.metrics import Metrics
 
 log = logging.getLogger("fleet_webhook.updater")
@@ -68,11 +75,13 @@ class GitRepoUpdater:
         metrics: Metrics,
         on_written: Callable[[dict[str, Any]], None],
         latest: Callable[[str, str], GitRepoInfo | None] = lambda _ns, _name: None,
+        shared_order: bool = False,
     ) -> None:
         self.kube = kube
         self.metrics = metrics
         self.on_written = on_written
         self.latest = latest
+        self.shared_order = shared_order
         self._background: set[asyncio.Task[None]] = set()
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         # When this process last recorded a webhook per GitRepo, and when it started: the fallback's
@@ -106,10 +115,14 @@ class GitRepoUpdater:
         started = time.monotonic()
         try:
             async with self._serialized(info.ref):
-                result = await self._record_status(self.latest(*info.ref) or info, event, deadline, history)
+                current = self.latest(*info.ref) or info
+                if self.shared_order:
+                    result = await self._record_shared(current, event, deadline)
+                else:
+                    result = await self._record_status(current, event, deadline, history)
         except Forbidden as exc:
             self.metrics.gitrepo_write_failures.labels("forbidden").inc()
-            return WriteResult(info, Outcome.FAILED, f"RBAC refused the status write: {exc}")
+            return WriteResult(info, Outcome.FAILED, f"RBAC refused the GitRepo write: {exc}")
         except (ApiUnavailable, TimeoutError) as exc:
             self.metrics.gitrepo_write_failures.labels("unavailable").inc()
             return WriteResult(info, Outcome.FAILED, f"Kubernetes API unavailable: {exc}")
@@ -163,6 +176,72 @@ class GitRepoUpdater:
             written = gitrepo_info(obj) or current
             self.metrics.gitrepos_updated.labels(event.provider).inc()
             return WriteResult(written, Outcome.UPDATED, "commit recorded")
+
+    async def _record_shared(self, info: GitRepoInfo, event: PushEvent, deadline: float) -> WriteResult:
+        """`_record_status` with the GitRepo's ledger as the order and dedupe memory (ledger.py).
+
+        Each attempt reads the ledger off the copy in hand and judges with it. A write goes ledger
+        first, then status, each conditional on the resourceVersion the previous step returned; a
+        conflict (another replica, Fleet) means re-read and judge again, until the deadline.
+        """
+        current, fresh, attempt = info, False, 0
+        while True:
+            ledger = Ledger.parse(current.ledger)
+            if ledger.handled(event.delivery_id):
+                return WriteResult(current, Outcome.UNCHANGED, f"delivery {event.delivery_id} was already recorded")
+            learnt = ledger.learn(event, current.webhook_commit)
+            verdict = self._judge(current, event, learnt.history())
+            if verdict is not None and ledger.knows(event):
+                if fresh:
+                    return verdict
+                reread = await self._reread(current)  # nothing to write: make sure the copy was not stale
+                if reread is None:
+                    return WriteResult(current, Outcome.SKIPPED, "GitRepo was deleted")
+                current, fresh = reread, True
+                continue
+            try:
+                obj = await self.kube.patch_gitrepo(
+                    current.namespace,
+                    current.name,
+                    {"metadata": {"annotations": {LEDGER_ANNOTATION: learnt.dump()}}},
+                    current.resource_version or None,
+                )
+                self.on_written(obj)
+                current = gitrepo_info(obj) or current
+                if verdict is not None:
+                    return verdict  # learnt (as one process learns every delivery), but nothing to record
+                obj = await self.kube.patch_gitrepo_status(
+                    current.namespace,
+                    current.name,
+                    {"webhookCommit": event.commit, "lastWebhookTime": now_rfc3339()},
+                    current.resource_version or None,
+                )
+            except Conflict:
+                attempt += 1
+                await self._pause(attempt, deadline, ApiUnavailable("conflicting writers until the deadline"))
+                reread = await self._reread(current)
+                if reread is None:
+                    return WriteResult(current, Outcome.SKIPPED, "GitRepo was deleted")
+                current, fresh = reread, True
+                continue
+            except NotFound:
+                return WriteResult(current, Outcome.SKIPPED, "GitRepo was deleted")
+            except ApiUnavailable as exc:
+                attempt += 1
+                await self._pause(attempt, deadline, exc)
+                continue
+            self.on_written(obj)
+            written = gitrepo_info(obj) or current
+            self.metrics.gitrepos_updated.labels(event.provider).inc()
+            return WriteResult(written, Outcome.UPDATED, "commit recorded")
+
+    @staticmethod
+    async def _pause(attempt: int, deadline: float, give_up: Exception) -> None:
+        """Jittered backoff before the next attempt; raises `give_up` when it would pass the deadline."""
+        delay = min(0.02 * 2**attempt, 1.0) * random.uniform(0.5, 1.0)
+        if time.monotonic() + delay >= deadline:
+            raise give_up
+        await asyncio.sleep(delay)
 
     @staticmethod
     def _judge(info: GitRepoInfo, event: PushEvent, history: CommitHistory) -> WriteResult | None:

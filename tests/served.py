@@ -1,7 +1,7 @@
-"""A real `fleet-webhook serve` process on loopback, for tests that need the whole program (signals, RSS).
+"""Real `fleet-webhook serve` processes on loopback, for tests that need the whole program (signals, RSS, replicas).
 
 `start_serve` writes the config, starts the console script against the test control plane and waits
-for `/readyz`; `Served.stop` kills it if it is still running.
+for `/readyz`; `start_replicas` starts several at once; `Served.stop` kills one if it is still running.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def start_serve(
+def launch_serve(
     kubeconfig: Path,
     namespace: str,
     folder: Path,
@@ -95,7 +95,7 @@ def start_serve(
     probe_port: int | None = None,
     extra_args: tuple[str, ...] = (),
 ) -> Served:
-    """Start `fleet-webhook serve` with `config` and wait until it is ready (30 s at most)."""
+    """Start `fleet-webhook serve` with `config` without waiting for it (see `wait_ready`)."""
     config_file = folder / "config.yaml"
     config_file.write_text(config)
     port = free_port()
@@ -118,13 +118,61 @@ def start_serve(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    served = Served(proc, port, log, probe_port)
-    deadline = time.monotonic() + 30
+    return Served(proc, port, log, probe_port)
+
+
+def wait_ready(served: Served, within: float = 30.0) -> Served:
+    """Wait until `served` answers /readyz with 200; kill it and fail the test when it never does."""
+    deadline = time.monotonic() + within
     while not served.ready():
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode}:\n{log.read_text()}")
+        if served.proc.poll() is not None:
+            raise AssertionError(f"serve exited with {served.proc.returncode}:\n{served.log.read_text()}")
         if time.monotonic() > deadline:
             served.stop()
-            raise AssertionError(f"serve never became ready:\n{log.read_text()}")
+            raise AssertionError(f"serve never became ready:\n{served.log.read_text()}")
         time.sleep(0.1)
     return served
+
+
+def start_serve(
+    kubeconfig: Path,
+    namespace: str,
+    folder: Path,
+    config: str,
+    *,
+    grace: float = 10.0,
+    probe_port: int | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Served:
+    """Start `fleet-webhook serve` with `config` and wait until it is ready (30 s at most)."""
+    served = launch_serve(
+        kubeconfig, namespace, folder, config, grace=grace, probe_port=probe_port, extra_args=extra_args
+    )
+    return wait_ready(served)
+
+
+def start_replicas(
+    count: int,
+    kubeconfig: Path,
+    namespace: str,
+    folder: Path,
+    config: str,
+    *,
+    grace: float = 10.0,
+    extra_args: tuple[str, ...] = (),
+) -> list[Served]:
+    """`count` processes of the same config, as replicas of one Deployment: started together, all ready.
+
+    Each gets its own webhook port; a test spreads deliveries over them the way a Service would.
+    """
+    started = [
+        launch_serve(kubeconfig, namespace, folder, config, grace=grace, extra_args=extra_args) for _ in range(count)
+    ]
+    try:
+        for served in started:
+            wait_ready(served, within=60.0)  # several start at once on a loaded machine
+    except AssertionError:
+        for served in started:
+            served.stop()
+        raise
+    return started

@@ -77,7 +77,9 @@ def _ref_parts(ref: str) -> tuple[str, str]:
     return "branch", ref.removeprefix("refs/heads/")
 
 
-def push_document(provider: str, *, https_url: str, ssh_url: str, ref: str, commit: str, before: str) -> dict[str, Any]:
+def push_document(
+    provider: str, *, https_url: str, ssh_url: str, ref: str, commit: str, before: str, forced: bool = False
+) -> dict[str, Any]:
     """The provider's push fixture rewritten to name this repo, ref and commit."""
     _, body = fixture(provider, PUSH_FIXTURE[provider])
     doc = copy.deepcopy(body)
@@ -97,6 +99,7 @@ def push_document(provider: str, *, https_url: str, ssh_url: str, ref: str, comm
         if provider == "github":
             doc["deleted"] = False
             doc["created"] = before == ZERO
+            doc["forced"] = forced
     elif provider == "gitlab":
         project = doc["project"]
         project.update(
@@ -157,11 +160,21 @@ def delivery(
     secret: str | None = None,
     delivery_id: str | None = None,
     form: bool = False,
+    forced: bool = False,
 ) -> Delivery:
-    """A signed push delivery of `provider`, with a fresh delivery id unless one is given."""
+    """A signed push delivery of `provider`, with a fresh delivery id unless one is given.
+
+    `forced` marks a GitHub push as a force push (other hosts' payloads do not say so).
+    """
     headers, _ = fixture(provider, PUSH_FIXTURE[provider])
     doc = push_document(
-        provider, https_url=https_url, ssh_url=ssh_url or https_url, ref=ref, commit=commit, before=before
+        provider,
+        https_url=https_url,
+        ssh_url=ssh_url or https_url,
+        ref=ref,
+        commit=commit,
+        before=before,
+        forced=forced,
     )
     raw = json.dumps(doc).encode()
     if form:

@@ -1,0 +1,56 @@
+"""The ledger annotation: what a replica reads back is what the writer learnt, and nothing else."""
+
+from __future__ import annotations
+
+from controller.events import PushEvent, RefKind
+from controller.ledger import MAX_ENTRIES, Ledger
+from tests.support import sha
+
+
+def push(before: str, commit: str, delivery: str | None = None, *, forced: bool = False) -> PushEvent:
+    return PushEvent("github", delivery, ("https://example.com/r",), RefKind.BRANCH, "main", commit, before, False, forced)
+
+
+A, B, C = sha("a"), sha("b"), sha("c")
+
+
+def test_round_trip_keeps_order_flags_and_ids() -> None:
+    ledger = Ledger().learn(push(A, B, "d1"), "").learn(push(B, C, "d2", forced=True), B)
+    again = Ledger.parse(ledger.dump())
+    assert again == ledger
+    assert [(e.delivery, e.commit, e.forced, e.applied) for e in again.entries] == [
+        ("d1", B, False, True),  # B was recorded when d2 was learnt
+        ("d2", C, True, False),
+    ]
+
+
+def test_order_facts_survive_the_annotation() -> None:
+    ledger = Ledger.parse(Ledger().learn(push(A, B), "").learn(push(B, C), "").dump())
+    history = ledger.history()
+    assert history.precedes(B, C)
+    assert history.precedes(A, C)
+    assert not history.precedes(C, B)
+
+
+def test_only_recorded_deliveries_are_handled() -> None:
+    learnt = Ledger().learn(push(A, B, "d1"), A)
+    assert not learnt.handled("d1")  # learnt, not yet seen recorded: a retry must be judged again
+    assert learnt.learn(push(B, C, "d2"), B).handled("d1")
+    assert not learnt.handled(None)
+
+
+def test_learning_the_same_delivery_again_moves_it_last_without_a_copy() -> None:
+    ledger = Ledger().learn(push(A, B, "d1"), "").learn(push(B, C, "d2"), "").learn(push(A, B, "d1"), "")
+    assert [e.delivery for e in ledger.entries] == ["d2", "d1"]
+    assert ledger.knows(push(A, B, "d1"))
+    assert not ledger.knows(push(A, B, "d9"))
+
+
+def test_bounded_and_unreadable_text_is_empty() -> None:
+    ledger = Ledger()
+    for i in range(MAX_ENTRIES + 5):
+        ledger = ledger.learn(push(sha(str(i)), sha(str(i + 1)), f"d{i}"), "")
+    assert len(Ledger.parse(ledger.dump()).entries) == MAX_ENTRIES
+    assert Ledger.parse("not json") == Ledger()
+    assert Ledger.parse('{"v": 99, "e": []}') == Ledger()
+    assert Ledger.parse('{"v": 1, "e": [["x", 1, 2, 3], ["d", "c", "b", 0]]}').entries[0].delivery == "d"
