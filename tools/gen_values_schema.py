@@ -122,6 +122,15 @@ def probe() -> Schema:
 
 CHART_PROPERTIES: dict[str, Schema] = {
     "replicaCount": {"type": "integer", "minimum": 0},
+    "updateStrategy": strict({"maxSurge": int_or_percent(), "maxUnavailable": int_or_percent()}),
+    "autoscaling": strict(
+        {
+            "enabled": {"type": "boolean"},
+            "minReplicas": {"type": "integer", "minimum": 1},
+            "maxReplicas": {"type": "integer", "minimum": 1},
+            "targetCPUUtilizationPercentage": {"type": "integer", "minimum": 1, "maximum": 1000},
+        }
+    ),
     "image": strict(
         {
             "repository": {"type": "string", "minLength": 1},
@@ -142,6 +151,7 @@ CHART_PROPERTIES: dict[str, Schema] = {
             "logFormat": {"enum": ["json", "text"]},
             "shutdownDelaySeconds": {"type": "integer", "minimum": 0, "maximum": 300},
             "shutdownGraceSeconds": {"type": "integer", "minimum": 0, "maximum": 600},
+            "sharedOrder": {"type": "boolean"},
         }
     ),
     "extraEnv": k8s_list("EnvVar objects.", required=["name"]),
@@ -211,6 +221,7 @@ CHART_PROPERTIES: dict[str, Schema] = {
     "tolerations": k8s_list("Toleration objects."),
     "affinity": k8s_object("Affinity."),
     "topologySpreadConstraints": k8s_list("TopologySpreadConstraint objects.", required=["maxSkew", "topologyKey"]),
+    "defaultTopologySpread": {"type": "boolean"},
     "podDisruptionBudget": strict(
         {
             "enabled": {"type": "boolean"},

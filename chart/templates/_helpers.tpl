@@ -89,6 +89,11 @@ What the controller config implies for RBAC. The defaults here are the schema's 
 {{- if or (not (hasKey $polling "manage")) $polling.manage -}}true{{- end -}}
 {{- end -}}
 
+{{/* "true" when more than one receiver pod may run at a time outside a rollout (replicaCount or the HPA). */}}
+{{- define "fleet-webhook.severalReplicas" -}}
+{{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
+{{- end -}}
+
 {{/* "true" when a GitRepo's spec.webhookSecret is honoured (config.secrets.gitRepoSecrets, default true). */}}
 {{- define "fleet-webhook.gitRepoSecrets" -}}
 {{- $secrets := (.Values.config.secrets | default dict) -}}

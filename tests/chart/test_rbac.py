@@ -241,7 +241,7 @@ def can(
 def test_switches_off_mean_no_spec_writes_and_no_unnamed_secrets(
     helm: Helm, control_plane: ControlPlane, kube_api: client.ApiClient, release_namespace: str
 ) -> None:
-    """ci/existing-secret-values.yaml: polling.manage false, gitRepoSecrets false, an existing Secret by name."""
+    """ci/existing-secret-values.yaml: polling.manage, sharedOrder and gitRepoSecrets false, a Secret by name."""
     values = (CHART / "ci" / "existing-secret-values.yaml").read_text()
     release = Release(helm, control_plane, kube_api, release_namespace, values)
     anywhere = create_namespace(kube_api, unique("any"))
@@ -255,7 +255,7 @@ def test_switches_off_mean_no_spec_writes_and_no_unnamed_secrets(
     assert allowed("patch", gitrepos + "/status", anywhere, "x")
     assert allowed("create", "events", anywhere)
     assert allowed("get", "secrets", release_namespace, "fleet-webhook-credentials")
-    assert not allowed("patch", gitrepos, anywhere, "x")  # polling.manage: false
+    assert not allowed("patch", gitrepos, anywhere, "x")  # polling.manage and settings.sharedOrder: false
     assert not allowed("update", gitrepos + "/status", anywhere, "x")
     assert not allowed("get", "secrets", anywhere, "x")  # gitRepoSecrets: false
     assert not allowed("get", "secrets", release_namespace, "gitjob-webhook")

@@ -218,8 +218,11 @@ def test_namespaced_config_gives_roles_only_and_secrets_by_name(helm: Helm) -> N
 
 
 def test_switches_remove_exactly_their_rule(helm: Helm) -> None:
-    manifests = helm.template(sets=["config.polling.manage=false", "config.secrets.gitRepoSecrets=false"])
+    switches = ["config.polling.manage=false", "config.secrets.gitRepoSecrets=false"]
+    manifests = helm.template(sets=[*switches, "settings.sharedOrder=false"])
     assert grants(rules_of(manifests, "ClusterRole")[""]) == GITREPO_GRANTS - {("gitrepos", "patch", "*")}
+    shared = helm.template(sets=switches)  # settings.sharedOrder (default true) writes the ledger annotation
+    assert grants(rules_of(shared, "ClusterRole")[""]) == GITREPO_GRANTS
     directory = helm.template(sets=["config.secrets.source.directory=/etc/fleet-webhook-secrets"])
     assert by_kind(directory, "Role") == []  # no Secret is named: none is readable by name
 
