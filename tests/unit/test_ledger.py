@@ -8,7 +8,9 @@ from tests.support import sha
 
 
 def push(before: str, commit: str, delivery: str | None = None, *, forced: bool = False) -> PushEvent:
-    return PushEvent("github", delivery, ("https://example.com/r",), RefKind.BRANCH, "main", commit, before, False, forced)
+    return PushEvent(
+        "github", delivery, ("https://example.com/r",), RefKind.BRANCH, "main", commit, before, False, forced
+    )
 
 
 A, B, C = sha("a"), sha("b"), sha("c")
