@@ -21,10 +21,10 @@ from pathlib import Path
 import aiohttp
 from kubernetes import client
 
-from tests.served import start_serve
-from tests.support import ZERO, delivery, sha
+from bench.data import ZERO_SHA, delivery, sha
 from tools.controlplane import ControlPlane, install_crds, new_api_client
 from tools.fleet import fleet_crds_file
+from tools.served import start_serve
 
 SECRET = "bench-replica-rate"
 # Alternated, so a change in the machine's load shows as a difference between the two runs of one kind.
@@ -37,11 +37,17 @@ async def drive(port: int, chains: int, seconds: float, tag: str) -> tuple[int, 
     connector = aiohttp.TCPConnector(force_close=True, limit=0)
 
     async def chain(i: int, session: aiohttp.ClientSession) -> int:
-        before, k = ZERO, 0
+        before, k = ZERO_SHA, 0
         while time.monotonic() < stop:
             commit = sha(f"{tag}-{i}-{k}")
             d = delivery(
-                "github", https_url=f"https://github.com/bench/{tag}-{i}", commit=commit, before=before, secret=SECRET
+                "github",
+                https_url=f"https://github.com/bench/{tag}-{i}",
+                ssh_url=f"git@github.com:bench/{tag}-{i}.git",
+                ref="refs/heads/main",
+                commit=commit,
+                before=before,
+                secret=SECRET,
             )
             async with session.post(f"http://127.0.0.1:{port}/", data=d.body, headers=d.headers) as resp:
                 answer = await resp.json(content_type=None)

@@ -26,8 +26,8 @@ from kubernetes import client
 
 from tests.integration.receiver_env import ReceiverEnv
 from tests.live import RawResponse, build_request, read_response
-from tests.served import Served, start_serve
 from tests.support import ZERO, delivery, fixture, push_document, secret_data, sha, sign
+from tools.served import Served, start_serve
 
 SECRET = "intake-secret-41c7"
 URL = "https://github.com/example-org/intake"

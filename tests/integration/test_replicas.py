@@ -30,8 +30,8 @@ import pytest
 from kubernetes import client
 
 from tests.integration.receiver_env import ReceiverEnv
-from tests.served import Served, start_replicas
 from tests.support import Delivery, delivery, secret_data, sha
+from tools.served import Served, start_replicas
 
 SECRET = "replicas-secret-41c9"
 

@@ -37,8 +37,8 @@ from kubernetes import client
 
 from tests.conftest import SUMMARY_LINES
 from tests.integration.receiver_env import ReceiverEnv
-from tests.served import Served, launch_serve, start_replicas, wait_ready
 from tests.support import ZERO, delivery, secret_data, sha
+from tools.served import Served, launch_serve, start_replicas, wait_ready
 
 SECRET = "rolling-secret-7e10"
 RATE = 50.0  # deliveries per second, over all GitRepos

@@ -20,8 +20,8 @@ from kubernetes import client
 
 from tests.integration.receiver_env import ReceiverEnv
 from tests.live import build_request, read_response
-from tests.served import Served, free_port, start_serve
 from tests.support import delivery, secret_data, sha
+from tools.served import Served, free_port, start_serve
 
 SECRET = "shutdown-secret-6b2d"
 URL = "https://github.com/example-org/draining"
