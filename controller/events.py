@@ -21,6 +21,32 @@ class RefKind(enum.StrEnum):
 ZERO_SHA = "0" * 40
 
 
+@dataclass(frozen=True, slots=True)
+class ChangedFiles:
+    """The files a push changed, as the payload lists them, or why the payload cannot tell.
+
+    `paths` is None when the list is unknown: the host sends no file lists (Bitbucket, Azure DevOps),
+    the commit list is cut, the push created a ref or was forced. The monorepo paths rule
+    (decisions.paths_decision) then triggers, because a push it cannot read may touch anything.
+    """
+
+    paths: frozenset[str] | None
+    unknown: str = ""  # why `paths` is None, as the answer and `explain` word it
+
+    @classmethod
+    def of(cls, paths: frozenset[str]) -> ChangedFiles:
+        """A complete list of changed files (repository-relative, `/`-separated)."""
+        return cls(paths)
+
+    @classmethod
+    def cannot_tell(cls, why: str) -> ChangedFiles:
+        """No usable list, and why."""
+        return cls(None, why)
+
+
+NO_FILE_LISTS = ChangedFiles.cannot_tell("the payload lists no changed files")
+
+
 def split_ref(ref: str) -> tuple[RefKind, str]:
     """Split `refs/heads/x` / `refs/tags/x` into kind and short name; bare names count as branches.
 
@@ -57,6 +83,8 @@ class PushEvent:
     # without `repository.links`: `scm/plat/fleet-apps.git`); `repo_urls` is then empty until the
     # configured base URL completes it (providers.complete_urls).
     repo_path: str = ""
+    # The files the push changed (added, modified or removed by its commits), when the payload can tell.
+    changes: ChangedFiles = NO_FILE_LISTS
 
 
 @dataclass(frozen=True, slots=True)

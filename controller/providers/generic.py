@@ -13,10 +13,14 @@ Content type: `application/json` only. Body of a push:
      "ref": "refs/heads/main",                                 (a bare name counts as a branch)
      "commit": "<40- or 64-digit hex SHA>",
      "before": "<SHA>",                                        (optional)
-     "deleted": false}                                         (optional)
+     "deleted": false,                                         (optional)
+     "changedFiles": ["apps/a/fleet.yaml"]}                    (optional: every file changed
+                                                                between `before` and `commit`)
 
 Mapping: repo_urls = `repository` plus every `repositories[]` entry; ref = `ref`; commit = `commit`;
-before = `before`; deleted = `deleted` is true or `commit` is all zeros. A ping body may be `{}`.
+before = `before`; deleted = `deleted` is true or `commit` is all zeros; changes = `changedFiles`
+(e.g. `git diff --name-only --no-renames $before $commit`: with renames, both names count), which
+the monorepo paths rule reads only with a `before`, and without it cannot tell. A ping body may be `{}`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from controller import events
-from controller.providers import base
+from controller.providers import base, files
 
 
 def repository_urls(document: dict[str, Any]) -> tuple[str, ...]:
@@ -39,6 +43,22 @@ def repository_urls(document: dict[str, Any]) -> tuple[str, ...]:
             raise base.PayloadError("field 'repositories' must be an array of strings")
         urls.extend(base.require_text(document, "repositories", i) for i in range(len(listed)))
     return base.texts(*urls)
+
+
+def changed_files(document: dict[str, Any], before: str | None, deleted: bool) -> events.ChangedFiles:
+    """`changedFiles`, type-checked (a malformed list is a 400: this format is ours)."""
+    listed = document.get("changedFiles")
+    if listed is None:
+        return events.NO_FILE_LISTS
+    if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
+        raise base.PayloadError("field 'changedFiles' must be an array of strings")
+    if deleted:
+        return events.ChangedFiles.cannot_tell("the push deleted the ref")
+    if before is None or base.is_zero_sha(before):
+        return events.ChangedFiles.cannot_tell("changedFiles without a 'before' commit says nothing about this push")
+    if len(listed) > files.MAX_GENERIC_FILES:
+        raise base.PayloadError(f"field 'changedFiles' lists more than {files.MAX_GENERIC_FILES} files")
+    return events.ChangedFiles.of(frozenset(listed))
 
 
 class GenericProvider(base.Provider):
@@ -81,6 +101,8 @@ class GenericProvider(base.Provider):
             raise base.PayloadError("field 'repository' (or 'repositories') is missing")
         kind, name = events.split_ref(base.require_text(document, "ref"))
         commit = base.require_sha(document, "commit")
+        before = base.optional_sha(document, "before")
+        deleted = base.optional_bool(document, "deleted") or base.is_zero_sha(commit)
         return events.PushEvent(
             provider=self.name,
             delivery_id=delivery,
@@ -88,6 +110,7 @@ class GenericProvider(base.Provider):
             ref_kind=kind,
             ref_name=name,
             commit=commit,
-            before=base.optional_sha(document, "before"),
-            deleted=base.optional_bool(document, "deleted") or base.is_zero_sha(commit),
+            before=before,
+            deleted=deleted,
+            changes=changed_files(document, before, deleted),
         )

@@ -20,6 +20,10 @@ Events:
                   lightweight tag both are the commit)
       before      `before`
       deleted     `deleted` is true, or `after` is all zeros
+      changes     the union of `commits[].added/modified/removed` (providers/files.py); GitHub sends
+                  no commit count, so a list of 20 commits (the cap GitHub documents for timeline
+                  events; webhooks are said to be exempt, with no cap named) counts as possibly cut,
+                  and a `forced` or `created` push as one whose files cannot be told
   - anything else (`pull_request`, `create`, `delete`, ...) -> Ignored.
 """
 
@@ -29,7 +33,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from controller import events
-from controller.providers import base
+from controller.providers import base, files
+
+# GitHub documents "a maximum of 20 commits" in `commits` (for timeline events, "not applied to
+# webhook deliveries", whose own cap it does not name) and sends no count: 20 or more may be cut.
+LISTED_COMMITS = 20
 
 
 def repository_urls(document: Any, *path: str) -> tuple[str, ...]:
@@ -54,8 +62,19 @@ def tag_commit(document: Any, after: str) -> str:
     return head if base.is_sha(head) and not base.is_zero_sha(after) else after
 
 
-def parse_push(provider: str, delivery_id: str | None, document: Any) -> events.PushEvent:
-    """The `push` payload GitHub, Gogs and Gitea share: ref, before, after, repository URLs."""
+def parse_push(
+    provider: str,
+    delivery_id: str | None,
+    document: Any,
+    *,
+    commit_cap: int = LISTED_COMMITS,
+    count_key: str = "",
+) -> events.PushEvent:
+    """The `push` payload GitHub, Gogs and Gitea share: ref, before, after, repository URLs, files.
+
+    `count_key` names the field with the host's count of pushed commits (Gitea `total_commits`),
+    `commit_cap` the most commits the host lists when it sends no count.
+    """
     body = base.require_object(document)
     base.require_field_object(body, "repository")
     urls = base.require_urls(repository_urls(body, "repository"), "repository")
@@ -63,6 +82,18 @@ def parse_push(provider: str, delivery_id: str | None, document: Any) -> events.
     after = base.require_sha(body, "after")
     before = base.optional_sha(body, "before")
     kind, name = events.split_ref(ref)
+    deleted = base.optional_bool(body, "deleted") or base.is_zero_sha(after)
+    forced = base.optional_bool(body, "forced")
+    changes = files.from_commits(
+        body,
+        host=provider,
+        after=after,
+        before=before,
+        deleted=deleted,
+        forced=forced,
+        total=files.count(body, count_key) if count_key else None,
+        cap=commit_cap,
+    )
     return events.PushEvent(
         provider=provider,
         delivery_id=delivery_id,
@@ -71,8 +102,9 @@ def parse_push(provider: str, delivery_id: str | None, document: Any) -> events.
         ref_name=name,
         commit=tag_commit(body, after) if kind is events.RefKind.TAG else after,
         before=before,
-        deleted=base.optional_bool(body, "deleted") or base.is_zero_sha(after),
-        forced=base.optional_bool(body, "forced"),
+        deleted=deleted,
+        forced=forced,
+        changes=changes,
     )
 
 

@@ -26,6 +26,9 @@ Events:
                   is accepted
       before      `before`
       deleted     `after` is all zeros, or `checkout_sha` is null
+      changes     the union of `commits[].added/modified/removed` (providers/files.py). GitLab
+                  lists the newest 20 commits and counts all in `total_commits_count`, so a cut list
+                  is recognised; it does not mark forced pushes (see docs/matching.md)
   - anything else (`Merge Request Hook`, other system hooks, ...) -> Ignored.
 """
 
@@ -38,12 +41,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from controller import events
-from controller.providers import base
+from controller.providers import base, files
 
 PUSH_EVENTS = frozenset({"Push Hook", "Tag Push Hook"})
 SYSTEM_PUSH_KINDS = frozenset({"push", "tag_push"})
 SIGNATURE_TOLERANCE_SECONDS = 300
 WHSEC_PREFIX = "whsec_"
+# GitLab lists the newest 20 commits of a push ("for performance reasons"); it sends the full count.
+LISTED_COMMITS = 20
 
 
 def _signing_key(secret: bytes) -> bytes | None:
@@ -153,6 +158,17 @@ class GitLabProvider(base.Provider):
         # Some GitLab versions and system hooks leave `after` out when `checkout_sha` names the commit.
         after = base.require_sha(document, "after") if checkout is None or "after" in document else checkout
         checkout_null = "checkout_sha" in document and document["checkout_sha"] is None
+        deleted = base.is_zero_sha(after) or checkout_null
+        before = base.optional_sha(document, "before")
+        changes = files.from_commits(
+            document,
+            host=self.name,
+            after=checkout or after,
+            before=before,
+            deleted=deleted,
+            total=files.count(document, "total_commits_count"),
+            cap=LISTED_COMMITS,
+        )
         return events.PushEvent(
             provider=self.name,
             delivery_id=delivery,
@@ -160,6 +176,7 @@ class GitLabProvider(base.Provider):
             ref_kind=kind,
             ref_name=name,
             commit=checkout or after,
-            before=base.optional_sha(document, "before"),
-            deleted=base.is_zero_sha(after) or checkout_null,
+            before=before,
+            deleted=deleted,
+            changes=changes,
         )

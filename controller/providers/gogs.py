@@ -15,6 +15,10 @@ Events:
       commit      `after`
       before      `before`
       deleted     `after` is all zeros
+      changes     the union of `commits[].added/modified/removed` (providers/files.py). Gogs and
+                  Gitea list at most `[ui] FEED_MAX_COMMIT_NUM` commits (default 5); Gitea also
+                  sends the real count, `total_commits`, which Gogs does not, so on Gogs a list of
+                  5 commits counts as possibly cut
     Gogs sends `push` for branches only.
   - `create` with `ref_type: tag` -> PushEvent (Gogs announces a pushed tag with this event alone):
       ref         `refs/tags/` + `ref` (a short name)
@@ -33,6 +37,9 @@ from typing import ClassVar
 
 from controller import events
 from controller.providers import base, github
+
+# Gogs and Gitea cut `commits` to `[ui] FEED_MAX_COMMIT_NUM` (default 5) commits.
+LISTED_COMMITS = 5
 
 
 def signed_payload(request: base.WebhookRequest) -> bytes | None:
@@ -97,7 +104,9 @@ class GogsProvider(base.Provider):
         delivery = self.delivery_id(request)
         document = base.json_document(request, allow_form=True)
         if event == "push":
-            return github.parse_push(self.name, delivery, document)
+            return github.parse_push(
+                self.name, delivery, document, commit_cap=LISTED_COMMITS, count_key="total_commits"
+            )
         if event == "create" and self.tag_create_is_push and base.text(document, "ref_type") == "tag":
             return self._tag_created(delivery, document)
         return events.Ignored(
