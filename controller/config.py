@@ -192,6 +192,8 @@ class RepoMapping:
     gitrepos: tuple[GitRepoRef, ...]
     selector: LabelSelector
     exclude: frozenset[GitRepoRef]
+    # The monorepo paths rule for every GitRepo a push to `repo` reaches (an annotation overrides it).
+    trigger_on_paths: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,6 +548,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Config:
                 gitrepos=_refs(m["gitRepos"]),
                 selector=_selector(m.get("selector")),
                 exclude=frozenset(_refs(m["exclude"])),
+                trigger_on_paths=m["triggerOnPaths"],
             )
             for m in doc["mappings"]
         ),
@@ -608,8 +611,16 @@ def _semantic_problems(config: Config, document: Any, source: str) -> Iterator[C
         for j, alias in enumerate(mapping.aliases):
             if repo_key(alias) is None:
                 yield at(["mappings", i, "aliases", j], f"{alias!r} is not a repository URL")
-        if not (mapping.aliases or mapping.gitrepos or not mapping.selector.empty or mapping.exclude):
-            yield at(["mappings", i], "mapping does nothing: give aliases, gitRepos, selector or exclude")
+        if not (
+            mapping.aliases
+            or mapping.gitrepos
+            or not mapping.selector.empty
+            or mapping.exclude
+            or mapping.trigger_on_paths
+        ):
+            yield at(
+                ["mappings", i], "mapping does nothing: give aliases, gitRepos, selector, exclude or triggerOnPaths"
+            )
     try:
         seconds = parse_duration(config.polling.webhook_interval)
         if seconds <= 0:

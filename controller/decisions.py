@@ -10,12 +10,15 @@ Rules, in the order they are checked for each candidate GitRepo:
 3. ref rules: a deleted branch/tag never triggers; `spec.revision` set -> only a tag push whose
    tag equals it; else `spec.branch` (or `master`, the branch Fleet's controller tracks when
    `spec.branch` is empty) must equal the pushed branch;
-4. already at this commit -> nothing to write;
-5. newest by construction: a push whose `before` is the recorded commit, or a forced push (a
+4. the monorepo paths rule, for GitRepos that opted in: a push that changed no file Fleet deploys
+   for the GitRepo (`spec.paths`, `spec.bundles`) is skipped; one whose files the payload cannot
+   tell triggers (`paths_decision`);
+5. already at this commit -> nothing to write;
+6. newest by construction: a push whose `before` is the recorded commit, or a forced push (a
    rollback by force push is the users' way back), is written;
-6. out of order: the commit is older than the one recorded (see CommitHistory) -> not moved back.
+7. out of order: the commit is older than the one recorded (see CommitHistory) -> not moved back.
 
-Rules 4-6 are `commit_decision`; the writer asks it again after a write conflict, with the GitRepo
+Rules 5-7 are `commit_decision`; the writer asks it again after a write conflict, with the GitRepo
 as it is now, so a GitRepo is judged by one rule set whoever asks.
 
 Within one delivery, several changes to one ref collapse to the newest (`collapse`), and each
@@ -25,14 +28,16 @@ GitRepo gets one decision however many refs the delivery moved (`plan_delivery`)
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from controller import paths
 from controller.config import Config, GitRepoRef, RepoMapping, Route
-from controller.events import PushEvent, RefKind
-from controller.index import GitRepoIndex, GitRepoInfo
+from controller.events import ChangedFiles, PushEvent, RefKind
+from controller.index import TRIGGER_ON_PATHS_ANNOTATION, GitRepoIndex, GitRepoInfo
 from controller.normalize import RepoKey
 
 # The branch Fleet's gitjob controller checks out when spec.branch and spec.revision are empty.
@@ -64,6 +69,8 @@ class Decision:
     action: Action
     reason: str
     via: str
+    # The monorepo paths rule's verdict when it was consulted (`explain` shows it), else "".
+    paths_verdict: str = ""
 
 
 class CommitHistory:
@@ -177,21 +184,91 @@ def commit_decision(event: PushEvent, info: GitRepoInfo, via: str, history: Comm
     return Decision(info, Action.UPDATE, "commit recorded", via)
 
 
+@dataclass(frozen=True, slots=True)
+class PathsVerdict:
+    """The monorepo paths rule's answer for one GitRepo and one push: trigger or not, and why."""
+
+    trigger: bool
+    reason: str
+
+
+def paths_opted_in(info: GitRepoInfo, by_mapping: bool) -> tuple[bool, str]:
+    """Whether the paths rule applies to this GitRepo, and a note when its annotation is unusable.
+
+    The annotation decides when it is `"true"` or `"false"`; without it a mapping's `triggerOnPaths`
+    does. Any other value is a mistake that must not cost a deployment: the rule stays off.
+    """
+    value = info.trigger_on_paths
+    if value is None:
+        return by_mapping, ""
+    if value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true", ""
+    return False, f"annotation {TRIGGER_ON_PATHS_ANNOTATION}: {value!r} is neither 'true' nor 'false', so it is off"
+
+
+def paths_decision(changes: ChangedFiles, info: GitRepoInfo) -> PathsVerdict:
+    """Rule 4 for a GitRepo that opted in: does the push change a file Fleet deploys for it?
+
+    Whenever that cannot be known (no file lists, an entry that cannot be judged, the whole
+    repository deployed) the answer is trigger: the rule only ever saves Jobs, never loses one.
+    """
+    field = "spec.bundles" if info.bundles else "spec.paths"
+    try:
+        watched = paths.watched_for(info.paths, info.bundles)
+    except paths.BadPath as exc:
+        return PathsVerdict(True, f"triggers: {field} cannot be judged ({exc})")
+    if not watched:
+        return PathsVerdict(True, "triggers: spec.paths is empty, so the GitRepo deploys the whole repository")
+    if any(w.is_root for w in watched):
+        return PathsVerdict(True, f"triggers: {field} includes the repository root")
+    if changes.paths is None:
+        return PathsVerdict(True, f"triggers: the payload cannot tell which files changed ({changes.unknown})")
+    shown = "[" + ", ".join(w.text for w in watched) + "]"
+    found = paths.change_index(changes.paths).first_covered(watched)
+    if found is not None:
+        file, entry = found
+        return PathsVerdict(True, f"triggers: {file} changed under {field} entry {entry.text!r}")
+    count = len(changes.paths)
+    example = f", e.g. {min(changes.paths)}" if count else ""
+    return PathsVerdict(False, f"push changed no file under {field} {shown} ({count} files changed{example})")
+
+
 def decide(
     event: PushEvent,
     candidate: Candidate,
     route: Route | None,
     config: Config,
     history: CommitHistory,
+    *,
+    paths_by_mapping: bool = False,
 ) -> Decision:
-    """The outcome for one candidate GitRepo; see the module docstring for the rule order."""
+    """The outcome for one candidate GitRepo; see the module docstring for the rule order.
+
+    `paths_by_mapping`: a mapping for the pushed repository sets `triggerOnPaths`.
+    """
     unreachable = ineligible(candidate, route, config)
     if unreachable:
         return _skipper(candidate)(unreachable)
     mismatch = ref_mismatch(event, candidate.gitrepo)
     if mismatch:
         return _skipper(candidate)(mismatch)
-    return commit_decision(event, candidate.gitrepo, candidate.via, history)
+    opted, note = paths_opted_in(candidate.gitrepo, paths_by_mapping)
+    if not opted:
+        decision = commit_decision(event, candidate.gitrepo, candidate.via, history)
+        return dataclasses.replace(decision, paths_verdict=note) if note else decision
+    verdict = paths_decision(event.changes, candidate.gitrepo)
+    if not verdict.trigger:
+        return Decision(candidate.gitrepo, Action.SKIP, verdict.reason, candidate.via, verdict.reason)
+    decision = commit_decision(event, candidate.gitrepo, candidate.via, history)
+    return dataclasses.replace(decision, paths_verdict=verdict.reason)
+
+
+def paths_by_mapping(event: PushEvent, index: GitRepoIndex, config: Config) -> bool:
+    """Whether a mapping for the pushed repository turns the paths rule on (`triggerOnPaths`)."""
+    if not any(m.trigger_on_paths for m in config.mappings):
+        return False
+    keys = set(event_keys(event, index))
+    return any(m.trigger_on_paths and index.key(m.repo) in keys for m in config.mappings)
 
 
 def ineligible(candidate: Candidate, route: Route | None, config: Config) -> str | None:
@@ -230,8 +307,11 @@ def collapse(events: Sequence[PushEvent]) -> list[PushEvent]:
             continue
         built_on = {e.before for e in group if e.before}
         tips = [e for e in group if e.commit not in built_on] or group
-        out.append(tips[-1])
+        out.append(dataclasses.replace(tips[-1], changes=COLLAPSED))
     return out
+
+
+COLLAPSED = ChangedFiles.cannot_tell("the delivery moved the ref several times")
 
 
 def _tracked_ref(info: GitRepoInfo) -> tuple[RefKind, str]:
@@ -266,12 +346,13 @@ def plan_delivery(
             held = by_ref.get((push.ref_kind, push.ref_name))
             if held is None or (held.deleted and not push.deleted):
                 by_ref[(push.ref_kind, push.ref_name)] = push
+        by_mapping = paths_by_mapping(group[0], index, config)
         for candidate in candidates(group[0], index, config):
             tracked = _tracked_ref(candidate.gitrepo)
             match = by_ref.get(tracked)
             if match is not None or len(group) == 1:
                 push = match or group[0]
-                out.append((push, decide(push, candidate, route, config, history)))
+                out.append((push, decide(push, candidate, route, config, history, paths_by_mapping=by_mapping)))
                 continue
             kind, name = tracked
             reason = ineligible(candidate, route, config) or (

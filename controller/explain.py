@@ -157,6 +157,8 @@ def explain(
             info = decision.gitrepo
             decided.add(info.ref)
             entry = {"gitrepo": str(info), "repo": redact_url(info.repo), "via": decision.via}
+            if decision.paths_verdict:
+                entry["paths"] = decision.paths_verdict
             if decision.action is Action.UPDATE:
                 result.would_update.append(entry)
             elif decision.action is Action.UNCHANGED:
@@ -192,18 +194,29 @@ def render_text(results: Sequence[Explanation], route_path: str) -> str:
         lines.append(
             f"  repository keys: {', '.join(r.payload_keys) or '(no usable repository URL)'}  route: {route_path}"
         )
+        files = e.changes.paths
+        lines.append(
+            f"  changed files: {len(files)} ({', '.join(sorted(files)[:5])}{', ...' if len(files) > 5 else ''})"
+            if files is not None
+            else f"  changed files: cannot tell ({e.changes.unknown})"
+        )
         if r.would_update:
             lines.append("  would update:")
-            lines.extend(f"    {u['gitrepo']}  ({u['repo']}, via {u['via']})" for u in r.would_update)
+            lines.extend(f"    {u['gitrepo']}  ({u['repo']}, via {u['via']}){_paths(u)}" for u in r.would_update)
         if r.unchanged:
             lines.append("  already at this commit:")
-            lines.extend(f"    {u['gitrepo']}" for u in r.unchanged)
+            lines.extend(f"    {u['gitrepo']}{_paths(u)}" for u in r.unchanged)
         if not r.would_update and not r.unchanged:
             lines.append("  would update: nothing")
         if r.near_misses:
             lines.append("  near misses:")
             lines.extend(f"    {m['gitrepo']}  ({m['repo']}): {m['reason']}" for m in r.near_misses)
     return "\n".join(lines)
+
+
+def _paths(entry: Mapping[str, str]) -> str:
+    """The paths rule's verdict for a GitRepo it was consulted for (a skip already says it as its reason)."""
+    return f"; paths rule {entry['paths']}" if "paths" in entry else ""
 
 
 def render_json(results: Sequence[Explanation]) -> str:
@@ -215,6 +228,8 @@ def render_json(results: Sequence[Explanation]) -> str:
                 "ref": f"{r.event.ref_kind}:{r.event.ref_name}",
                 "commit": r.event.commit,
                 "repositoryKeys": r.payload_keys,
+                "changedFiles": sorted(r.event.changes.paths) if r.event.changes.paths is not None else None,
+                **({"changedFilesUnknown": r.event.changes.unknown} if r.event.changes.paths is None else {}),
                 "wouldUpdate": r.would_update,
                 "unchanged": r.unchanged,
                 "nearMisses": r.near_misses,

@@ -19,6 +19,8 @@ from controller.normalize import RepoKey, repo_key
 MANAGED_INTERVAL_ANNOTATION = "fleet-webhook.cattle.io/polling-interval-set"
 # Annotation holding the deliveries shared by replicas (controller/ledger.py owns its format).
 LEDGER_ANNOTATION = "fleet-webhook.cattle.io/webhook-ledger"
+# Opt-in (or, "false", opt-out) of the monorepo paths rule for one GitRepo (decisions.paths_decision).
+TRIGGER_ON_PATHS_ANNOTATION = "fleet-webhook.cattle.io/trigger-on-paths"
 # Payload URLs whose key `GitRepoIndex.key` remembers. Every push to a repository names the same few
 # URLs, so after the first delivery its keys cost a dict lookup instead of a parse. Bounded: when
 # full the memo is emptied, so a flood of made-up URLs costs at most what it would without it.
@@ -49,6 +51,11 @@ class GitRepoInfo:
     interval_owners: tuple[str, ...] = ()
     # The text of annotation ledger.LEDGER_ANNOTATION: deliveries every replica has learnt (--shared-order).
     ledger: str = ""
+    # What Fleet deploys from the repository (controller/paths.py): spec.paths, or spec.bundles as
+    # (base, options) pairs, and the raw value of TRIGGER_ON_PATHS_ANNOTATION (None when absent).
+    paths: tuple[str, ...] = ()
+    bundles: tuple[tuple[str, str], ...] = ()
+    trigger_on_paths: str | None = None
 
     @property
     def ref(self) -> tuple[str, str]:
@@ -98,7 +105,20 @@ def gitrepo_info(obj: Mapping[str, Any]) -> GitRepoInfo | None:
         managed_interval=managed if isinstance(managed, str) else None,
         interval_owners=_interval_owners(meta, annotations),
         ledger=_str(annotations.get(LEDGER_ANNOTATION)),
+        paths=tuple(p for p in _list(spec.get("paths")) if isinstance(p, str)),
+        bundles=tuple(
+            (_str(b.get("base")), _str(b.get("options"))) for b in _list(spec.get("bundles")) if isinstance(b, dict)
+        ),
+        trigger_on_paths=_optional_str(annotations.get(TRIGGER_ON_PATHS_ANNOTATION)),
     )
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"

@@ -1,0 +1,203 @@
+"""Which repository files a GitRepo deploys, as Fleet reads `spec.paths` and `spec.bundles`.
+
+Fleet v0.16.1 (`internal/cmd/cli/apply/apply.go`) takes each `spec.paths` entry, strips leading
+`/`, expands it with Go's `filepath.Glob` relative to the repository root, keeps the directories it
+matches and walks each of them recursively. So an entry is a directory, possibly a glob: `*`, `?`
+and `[...]` match within one path segment (`charts/*` is every folder directly under `charts/`,
+and everything below them), `\\` escapes. A changed file concerns the GitRepo when it lies below a
+directory an entry matches: `apps/a` covers `apps/a/x.yaml` and `apps/a/b/c.yaml`, never
+`apps/ab/x.yaml` nor the file `apps/a` itself. Empty `spec.paths` means the whole repository.
+
+With `spec.bundles` (Fleet's driven scan) `spec.paths` is ignored; each bundle's `base` is a
+directory (not a glob) and its `options` a file relative to that base.
+
+Entries are compared after lexical clean-up: `./`, empty segments and a trailing `/` do not matter,
+`a/../b` is `b`. An entry that climbs out of the repository (`../x`) or is not a valid glob cannot
+be judged; the caller then triggers. Paths are case-sensitive, as git's are.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+GLOB_CHARS = frozenset("*?[\\")
+
+
+class BadPath(ValueError):
+    """A `spec.paths` entry that names no place inside the repository, or an invalid glob."""
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """One cleaned entry: the segments a file's leading segments must match."""
+
+    text: str  # as the GitRepo spells it, for reasons
+    segments: tuple[str | re.Pattern[str], ...]  # literal segment, or a compiled glob segment
+    is_file: bool = False  # a bundle's options file: matched exactly, not as a directory
+
+    @property
+    def is_root(self) -> bool:
+        """Whether the entry is the repository root (`.`, `/`): every file is below it."""
+        return not self.segments and not self.is_file
+
+    def covers(self, file_segments: tuple[str, ...]) -> bool:
+        """Whether a changed file (split on `/`) lies below this directory, or is this file."""
+        wanted = len(self.segments)
+        if self.is_file:
+            if len(file_segments) != wanted:
+                return False
+        elif len(file_segments) <= wanted:
+            return False
+        for pattern, segment in zip(self.segments, file_segments, strict=False):
+            if isinstance(pattern, str):
+                if pattern != segment:
+                    return False
+            elif pattern.fullmatch(segment) is None:
+                return False
+        return True
+
+
+def clean_segments(path: str) -> tuple[str, ...]:
+    """`path` split on `/` with `.`, empty segments and `x/..` pairs removed; BadPath if it climbs out."""
+    out: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not out:
+                raise BadPath(f"{path!r} climbs out of the repository")
+            out.pop()
+            continue
+        out.append(segment)
+    return tuple(out)
+
+
+def split_file(path: str) -> tuple[str, ...]:
+    """A changed file's segments; a path that cannot be cleaned keeps its raw segments (matches nothing odd)."""
+    try:
+        return clean_segments(path)
+    except BadPath:
+        return tuple(path.split("/"))
+
+
+def _glob_segment(segment: str, entry: str) -> str | re.Pattern[str]:
+    """One segment as Go's filepath.Match reads it: the literal text, or a compiled pattern."""
+    if not GLOB_CHARS & set(segment):
+        return segment
+    out: list[str] = []
+    i = 0
+    while i < len(segment):
+        char = segment[i]
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "\\":
+            if i + 1 >= len(segment):
+                raise BadPath(f"{entry!r} ends with an unfinished escape")
+            i += 1
+            out.append(re.escape(segment[i]))
+        elif char == "[":
+            i, klass = _glob_class(segment, i + 1, entry)
+            out.append(klass)
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _glob_class(segment: str, i: int, entry: str) -> tuple[int, str]:
+    """A `[...]` class starting after `[`: (index of its `]`, regex). Go's rules: `^` negates, `a-z`
+    ranges, `\\` escapes, at least one item, and a lone `-` or `]` where an item starts is invalid."""
+    negate = i < len(segment) and segment[i] == "^"
+    i += negate
+    items: list[str] = []
+    while True:
+        if i >= len(segment):
+            raise BadPath(f"{entry!r} has an unclosed '['")
+        if segment[i] == "]" and items:
+            break
+        low, i = _class_char(segment, i, entry)
+        if i < len(segment) and segment[i] == "-":
+            high, i = _class_char(segment, i + 1, entry)
+            if high < low:
+                raise BadPath(f"{entry!r} has a range {low}-{high} that runs backwards")
+            items.append(f"{re.escape(low)}-{re.escape(high)}")
+        else:
+            items.append(re.escape(low))
+    return i, "[" + ("^" if negate else "") + "".join(items) + "]"
+
+
+def _class_char(segment: str, i: int, entry: str) -> tuple[str, int]:
+    if i >= len(segment) or segment[i] in "-]":
+        raise BadPath(f"{entry!r} has an invalid character class")
+    if segment[i] == "\\":
+        i += 1
+        if i >= len(segment):
+            raise BadPath(f"{entry!r} ends with an unfinished escape")
+    return segment[i], i + 1
+
+
+def directory(entry: str, *, glob: bool = True) -> Watched:
+    """A `spec.paths` entry (or, `glob=False`, a bundle `base`) as a directory to watch."""
+    segments = clean_segments(entry)
+    if not glob:
+        return Watched(entry, segments)
+    return Watched(entry, tuple(_glob_segment(s, entry) for s in segments))
+
+
+def options_file(base: str, options: str) -> Watched:
+    """A bundle's `options` file, relative to its `base`."""
+    segments = clean_segments(f"{base}/{options}")
+    if not segments:
+        raise BadPath(f"options {options!r} of base {base!r} names no file")
+    return Watched(f"{base.rstrip('/')}/{options}" if base else options, segments, is_file=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeIndex:
+    """A push's changed files, prepared once per push for every GitRepo it reaches.
+
+    `dirs` holds every directory some changed file lies below, so a literal `spec.paths` entry is
+    judged with one set lookup however many files the push changed; globs and option files scan.
+    """
+
+    files: tuple[tuple[str, tuple[str, ...]], ...]  # (file, its segments), sorted by file
+    dirs: frozenset[tuple[str, ...]]
+
+    def first_covered(self, watched: tuple[Watched, ...]) -> tuple[str, Watched] | None:
+        """A changed file some entry covers, with that entry; None when no entry covers any."""
+        for entry in watched:
+            literal = not entry.is_file and all(isinstance(s, str) for s in entry.segments)
+            if literal and entry.segments not in self.dirs:
+                continue
+            for file, segments in self.files:
+                if entry.covers(segments):
+                    return file, entry
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def change_index(files: frozenset[str]) -> ChangeIndex:
+    """The ChangeIndex of a push's files (cached: each GitRepo of one push asks with the same set)."""
+    split = tuple(sorted((f, split_file(f)) for f in files))
+    dirs = frozenset(segments[:k] for _, segments in split for k in range(len(segments)))
+    return ChangeIndex(split, dirs)
+
+
+@functools.lru_cache(maxsize=4096)
+def watched_for(paths: tuple[str, ...], bundles: tuple[tuple[str, str], ...]) -> tuple[Watched, ...]:
+    """What a GitRepo deploys: its bundles' bases and options files, else its `spec.paths` (BadPath).
+
+    Cached by value, so a GitRepo's globs are compiled once, not on every push.
+    """
+    if bundles:
+        out: list[Watched] = []
+        for base, options in bundles:
+            out.append(directory(base, glob=False))
+            if options:
+                out.append(options_file(base, options))
+        return tuple(out)
+    return tuple(directory(p) for p in paths)
