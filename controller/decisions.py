@@ -224,12 +224,13 @@ def paths_decision(changes: ChangedFiles, info: GitRepoInfo) -> PathsVerdict:
     if changes.paths is None:
         return PathsVerdict(True, f"triggers: the payload cannot tell which files changed ({changes.unknown})")
     shown = "[" + ", ".join(w.text for w in watched) + "]"
-    found = paths.change_index(changes.paths).first_covered(watched)
+    changed = paths.change_index(changes.paths)
+    found = changed.first_covered(watched)
     if found is not None:
         file, entry = found
         return PathsVerdict(True, f"triggers: {file} changed under {field} entry {entry.text!r}")
-    count = len(changes.paths)
-    example = f", e.g. {min(changes.paths)}" if count else ""
+    count = len(changed.files)
+    example = f", e.g. {changed.files[0][0]}" if count else ""
     return PathsVerdict(False, f"push changed no file under {field} {shown} ({count} files changed{example})")
 
 

@@ -160,18 +160,22 @@ def options_file(base: str, options: str) -> Watched:
 class ChangeIndex:
     """A push's changed files, prepared once per push for every GitRepo it reaches.
 
-    `dirs` holds every directory some changed file lies below, so a literal `spec.paths` entry is
-    judged with one set lookup however many files the push changed; globs and option files scan.
+    `dirs` maps every directory some changed file lies below to the first such file, so a literal
+    `spec.paths` entry is judged with one lookup however many files the push changed; globs and
+    option files scan the files.
     """
 
     files: tuple[tuple[str, tuple[str, ...]], ...]  # (file, its segments), sorted by file
-    dirs: frozenset[tuple[str, ...]]
+    dirs: dict[tuple[str, ...], str]
 
     def first_covered(self, watched: tuple[Watched, ...]) -> tuple[str, Watched] | None:
         """A changed file some entry covers, with that entry; None when no entry covers any."""
         for entry in watched:
-            literal = not entry.is_file and all(isinstance(s, str) for s in entry.segments)
-            if literal and entry.segments not in self.dirs:
+            literal = tuple(s for s in entry.segments if isinstance(s, str))
+            if not entry.is_file and len(literal) == len(entry.segments):
+                file = self.dirs.get(literal)
+                if file is not None:
+                    return file, entry
                 continue
             for file, segments in self.files:
                 if entry.covers(segments):
@@ -183,7 +187,10 @@ class ChangeIndex:
 def change_index(files: frozenset[str]) -> ChangeIndex:
     """The ChangeIndex of a push's files (cached: each GitRepo of one push asks with the same set)."""
     split = tuple(sorted((f, split_file(f)) for f in files))
-    dirs = frozenset(segments[:k] for _, segments in split for k in range(len(segments)))
+    dirs: dict[tuple[str, ...], str] = {}
+    for file, segments in split:
+        for k in range(len(segments)):
+            dirs.setdefault(segments[:k], file)
     return ChangeIndex(split, dirs)
 
 

@@ -78,9 +78,20 @@ def _ref_parts(ref: str) -> tuple[str, str]:
 
 
 def push_document(
-    provider: str, *, https_url: str, ssh_url: str, ref: str, commit: str, before: str, forced: bool = False
+    provider: str,
+    *,
+    https_url: str,
+    ssh_url: str,
+    ref: str,
+    commit: str,
+    before: str,
+    forced: bool = False,
+    files: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The provider's push fixture rewritten to name this repo, ref and commit."""
+    """The provider's push fixture rewritten to name this repo, ref and commit.
+
+    With `files`, the push is one commit that modified exactly these files (hosts that list files per
+    commit: GitHub, GitLab, Gitea, Gogs; the generic format's `changedFiles`)."""
     _, body = fixture(provider, PUSH_FIXTURE[provider])
     doc = copy.deepcopy(body)
     kind, name = _ref_parts(ref)
@@ -146,6 +157,15 @@ def push_document(
         doc["resource"]["refUpdates"] = [{"name": ref, "oldObjectId": before, "newObjectId": commit}]
     elif provider == "generic":
         doc = {"repository": https_url, "repositories": [ssh_url], "ref": ref, "commit": commit, "before": before}
+        if files is not None:
+            doc["changedFiles"] = files
+    if files is not None and provider in ("github", "gitlab", "gitea", "gogs"):
+        template = dict(doc["commits"][-1])
+        template.update(id=commit, added=[], modified=list(files), removed=[])
+        doc["commits"] = [template]
+        for count in ("total_commits", "total_commits_count"):
+            if count in doc:
+                doc[count] = 1
     return doc
 
 
@@ -161,6 +181,7 @@ def delivery(
     delivery_id: str | None = None,
     form: bool = False,
     forced: bool = False,
+    files: list[str] | None = None,
 ) -> Delivery:
     """A signed push delivery of `provider`, with a fresh delivery id unless one is given.
 
@@ -175,6 +196,7 @@ def delivery(
         commit=commit,
         before=before,
         forced=forced,
+        files=files,
     )
     raw = json.dumps(doc).encode()
     if form:
