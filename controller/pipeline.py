@@ -205,6 +205,11 @@ def _gitrepo_entry(info: GitRepoInfo, **extra: Any) -> dict[str, Any]:
     return {"namespace": info.namespace, "name": info.name, **{k: v for k, v in extra.items() if v is not None}}
 
 
+def _verdict(decision: Decision) -> str | None:
+    """The paths rule's verdict for a GitRepo it let through (a skip says it as its reason), if consulted."""
+    return decision.paths_verdict or None
+
+
 class Pipeline:
     """The steps of one delivery; `Receiver` holds the state they share."""
 
@@ -478,7 +483,11 @@ class Pipeline:
             elif decision.action is Action.SKIP:
                 skipped.append(_gitrepo_entry(info, reason=decision.reason, via=decision.via))
             elif decision.action is Action.UNCHANGED and not self.r.shared_order:
-                unchanged.append(_gitrepo_entry(info, commit=push.commit, reason=decision.reason, via=decision.via))
+                unchanged.append(
+                    _gitrepo_entry(
+                        info, commit=push.commit, reason=decision.reason, via=decision.via, pathsRule=_verdict(decision)
+                    )
+                )
             elif len(to_write) >= config.limits.max_gitrepos_per_delivery:
                 reason = f"over limits.maxGitReposPerDelivery ({config.limits.max_gitrepos_per_delivery})"
                 skipped.append(_gitrepo_entry(info, reason=reason, via=decision.via))
@@ -492,7 +501,9 @@ class Pipeline:
                 *(self.r.updater.record(d.gitrepo, p, config.polling, deadline, history) for p, d in to_write)
             )
             for (push, decision), result in zip(to_write, results, strict=True):
-                entry = _gitrepo_entry(result.gitrepo, commit=push.commit, via=decision.via)
+                entry = _gitrepo_entry(
+                    result.gitrepo, commit=push.commit, via=decision.via, pathsRule=_verdict(decision)
+                )
                 if result.outcome is Outcome.UPDATED:
                     if result.polling_interval_set:
                         entry["pollingIntervalSet"] = result.polling_interval_set

@@ -182,11 +182,12 @@ def delivery(
     form: bool = False,
     forced: bool = False,
     files: list[str] | None = None,
+    fields: dict[str, Any] | None = None,
 ) -> Delivery:
     """A signed push delivery of `provider`, with a fresh delivery id unless one is given.
 
-    `forced` marks a GitHub push as a force push (other hosts' payloads do not say so).
-    """
+    `forced` marks a GitHub push as a force push (other hosts' payloads do not say so). `files`: see
+    push_document; `fields`: top-level payload fields set last (`total_commits`, `forced`)."""
     headers, _ = fixture(provider, PUSH_FIXTURE[provider])
     doc = push_document(
         provider,
@@ -198,6 +199,7 @@ def delivery(
         forced=forced,
         files=files,
     )
+    doc.update(fields or {})
     raw = json.dumps(doc).encode()
     if form:
         raw = urllib.parse.urlencode({"payload": raw.decode()}).encode()
