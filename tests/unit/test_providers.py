@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller import events, providers
-from controller.events import Ignored, Ping, PushEvent, RefKind
+from controller.events import ChangedFiles, Ignored, Ping, PushEvent, RefKind
 from controller.providers.base import (
     Credential,
     PayloadError,
@@ -205,6 +205,15 @@ def test_github_push_to_a_branch() -> None:
         commit=doc["after"],
         before=doc["before"],
         deleted=False,
+        changes=ChangedFiles.of(
+            frozenset(
+                {
+                    "infra/ingress-nginx/fleet.yaml",
+                    "infra/ingress-nginx/values.yaml",
+                    "infra/ingress-nginx/overlays/staging/values.yaml",
+                }
+            )
+        ),
     )
 
 
@@ -254,6 +263,7 @@ def test_gitlab_push_hook() -> None:
         ref_name="main",
         commit=doc["checkout_sha"],
         before=doc["before"],
+        changes=ChangedFiles.of(frozenset({"monitoring/prometheus/values.yaml"})),
     )
 
 
@@ -396,6 +406,7 @@ def test_gogs_push() -> None:
         ref_name="main",
         commit=doc["after"],
         before=doc["before"],
+        changes=ChangedFiles.of(frozenset({"apps/gateway/fleet.yaml"})),
     )
 
 
