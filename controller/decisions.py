@@ -44,6 +44,24 @@ from controller.normalize import RepoKey
 FLEET_DEFAULT_BRANCH = "master"
 
 
+class PathsOutcome(enum.StrEnum):
+    """How the monorepo paths rule decided (the `outcome` label of fleet_webhook_paths_rule_total)."""
+
+    SKIPPED = "skipped"  # the push changed no file the GitRepo deploys
+    TOUCHED = "touched"  # it changed one
+    CANNOT_TELL = "cannot_tell"  # the payload does not say which files changed: triggered
+    NOT_JUDGED = "not_judged"  # the GitRepo's paths or annotation cannot be judged: triggered
+
+
+@dataclass(frozen=True, slots=True)
+class PathsVerdict:
+    """The monorepo paths rule's answer for one GitRepo and one push: trigger or not, and why."""
+
+    trigger: bool
+    reason: str
+    outcome: PathsOutcome
+
+
 class Action(enum.StrEnum):
     """What happens to one candidate GitRepo."""
 
@@ -69,8 +87,13 @@ class Decision:
     action: Action
     reason: str
     via: str
-    # The monorepo paths rule's verdict when it was consulted (`explain` shows it), else "".
-    paths_verdict: str = ""
+    # The monorepo paths rule's verdict when it was consulted (the answer and `explain` show it).
+    paths: PathsVerdict | None = None
+
+    @property
+    def paths_verdict(self) -> str:
+        """The paths rule's reason, or "" when it was not consulted."""
+        return self.paths.reason if self.paths is not None else ""
 
 
 class CommitHistory:
@@ -184,26 +207,19 @@ def commit_decision(event: PushEvent, info: GitRepoInfo, via: str, history: Comm
     return Decision(info, Action.UPDATE, "commit recorded", via)
 
 
-@dataclass(frozen=True, slots=True)
-class PathsVerdict:
-    """The monorepo paths rule's answer for one GitRepo and one push: trigger or not, and why."""
-
-    trigger: bool
-    reason: str
-
-
-def paths_opted_in(info: GitRepoInfo, by_mapping: bool) -> tuple[bool, str]:
-    """Whether the paths rule applies to this GitRepo, and a note when its annotation is unusable.
+def paths_opted_in(info: GitRepoInfo, by_mapping: bool) -> tuple[bool, PathsVerdict | None]:
+    """Whether the paths rule applies to this GitRepo, and the verdict when its annotation is unusable.
 
     The annotation decides when it is `"true"` or `"false"`; without it a mapping's `triggerOnPaths`
     does. Any other value is a mistake that must not cost a deployment: the rule stays off.
     """
     value = info.trigger_on_paths
     if value is None:
-        return by_mapping, ""
+        return by_mapping, None
     if value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true", ""
-    return False, f"annotation {TRIGGER_ON_PATHS_ANNOTATION}: {value!r} is neither 'true' nor 'false', so it is off"
+        return value.strip().lower() == "true", None
+    note = f"annotation {TRIGGER_ON_PATHS_ANNOTATION}: {value!r} is neither 'true' nor 'false', so it is off"
+    return False, PathsVerdict(True, note, PathsOutcome.NOT_JUDGED)
 
 
 def paths_decision(changes: ChangedFiles, info: GitRepoInfo) -> PathsVerdict:
@@ -213,25 +229,29 @@ def paths_decision(changes: ChangedFiles, info: GitRepoInfo) -> PathsVerdict:
     repository deployed) the answer is trigger: the rule only ever saves Jobs, never loses one.
     """
     field = "spec.bundles" if info.bundles else "spec.paths"
+    not_judged = PathsOutcome.NOT_JUDGED
     try:
         watched = paths.watched_for(info.paths, info.bundles)
     except paths.BadPath as exc:
-        return PathsVerdict(True, f"triggers: {field} cannot be judged ({exc})")
+        return PathsVerdict(True, f"triggers: {field} cannot be judged ({exc})", not_judged)
     if not watched:
-        return PathsVerdict(True, "triggers: spec.paths is empty, so the GitRepo deploys the whole repository")
+        reason = "triggers: spec.paths is empty, so the GitRepo deploys the whole repository"
+        return PathsVerdict(True, reason, not_judged)
     if any(w.is_root for w in watched):
-        return PathsVerdict(True, f"triggers: {field} includes the repository root")
+        return PathsVerdict(True, f"triggers: {field} includes the repository root", not_judged)
     if changes.paths is None:
-        return PathsVerdict(True, f"triggers: the payload cannot tell which files changed ({changes.unknown})")
+        reason = f"triggers: the payload cannot tell which files changed ({changes.unknown})"
+        return PathsVerdict(True, reason, PathsOutcome.CANNOT_TELL)
     shown = "[" + ", ".join(w.text for w in watched) + "]"
     changed = paths.change_index(changes.paths)
     found = changed.first_covered(watched)
     if found is not None:
         file, entry = found
-        return PathsVerdict(True, f"triggers: {file} changed under {field} entry {entry.text!r}")
+        return PathsVerdict(True, f"triggers: {file} changed under {field} entry {entry.text!r}", PathsOutcome.TOUCHED)
     count = len(changed.files)
     example = f", e.g. {changed.files[0][0]}" if count else ""
-    return PathsVerdict(False, f"push changed no file under {field} {shown} ({count} files changed{example})")
+    reason = f"push changed no file under {field} {shown} ({count} files changed{example})"
+    return PathsVerdict(False, reason, PathsOutcome.SKIPPED)
 
 
 def decide(
@@ -253,15 +273,13 @@ def decide(
     mismatch = ref_mismatch(event, candidate.gitrepo)
     if mismatch:
         return _skipper(candidate)(mismatch)
-    opted, note = paths_opted_in(candidate.gitrepo, paths_by_mapping)
-    if not opted:
-        decision = commit_decision(event, candidate.gitrepo, candidate.via, history)
-        return dataclasses.replace(decision, paths_verdict=note) if note else decision
-    verdict = paths_decision(event.changes, candidate.gitrepo)
-    if not verdict.trigger:
-        return Decision(candidate.gitrepo, Action.SKIP, verdict.reason, candidate.via, verdict.reason)
+    opted, verdict = paths_opted_in(candidate.gitrepo, paths_by_mapping)
+    if opted:
+        verdict = paths_decision(event.changes, candidate.gitrepo)
+        if not verdict.trigger:
+            return Decision(candidate.gitrepo, Action.SKIP, verdict.reason, candidate.via, verdict)
     decision = commit_decision(event, candidate.gitrepo, candidate.via, history)
-    return dataclasses.replace(decision, paths_verdict=verdict.reason)
+    return dataclasses.replace(decision, paths=verdict) if verdict is not None else decision
 
 
 def paths_by_mapping(event: PushEvent, index: GitRepoIndex, config: Config) -> bool:

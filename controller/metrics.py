@@ -77,6 +77,12 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.paths_rule = Counter(
+            f"{PREFIX}_paths_rule",
+            "Monorepo paths rule verdicts per GitRepo and push, by outcome (skipped = a Job saved).",
+            ["outcome"],
+            registry=r,
+        )
         self.gitrepo_write_failures = Counter(
             f"{PREFIX}_gitrepo_write_failures",
             "GitRepo writes that failed after retries.",

@@ -378,6 +378,8 @@ class Pipeline:
             ok, why = await self._authorized_for(decision.gitrepo, admission, body, request_ok, auth_cache)
             authorized_any |= ok
             checked.append((push, decision, None if ok else why))
+            if ok and decision.paths is not None:
+                self.r.metrics.paths_rule.labels(decision.paths.outcome.value).inc()
         if not authorized_any:
             tried_own = any(d.gitrepo.webhook_secret for _, d in decisions)
             raise await self.unauthorized(admission, tried_gitrepo_secrets=tried_own)

@@ -77,6 +77,10 @@ async def test_only_gitrepos_whose_paths_the_push_touched_are_written(env: Recei
     assert env.webhook_commit("app-2") == commit
     for name in ("app-0", "app-1", "app-3", "app-4", "glob"):
         assert env.webhook_commit(name) is None, name
+    metrics = await env.metrics()
+    assert 'fleet_webhook_paths_rule_total{outcome="skipped"} 5.0' in metrics
+    assert 'fleet_webhook_paths_rule_total{outcome="touched"} 1.0' in metrics
+    assert 'fleet_webhook_paths_rule_total{outcome="not_judged"} 1.0' in metrics
 
     second = sha("paths-2")
     resp = await env.send(push("gitea", second, ["apps/app-4/values.yaml"], commit))
