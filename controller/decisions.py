@@ -37,7 +37,12 @@ from dataclasses import dataclass
 from controller import paths
 from controller.config import Config, GitRepoRef, RepoMapping, Route
 from controller.events import ChangedFiles, PushEvent, RefKind
-from controller.index import TRIGGER_ON_PATHS_ANNOTATION, GitRepoIndex, GitRepoInfo
+from controller.index import (
+    ALSO_TRIGGER_ON_PATHS_ANNOTATION,
+    TRIGGER_ON_PATHS_ANNOTATION,
+    GitRepoIndex,
+    GitRepoInfo,
+)
 from controller.normalize import RepoKey
 
 # The branch Fleet's gitjob controller checks out when spec.branch and spec.revision are empty.
@@ -229,6 +234,7 @@ def paths_decision(changes: ChangedFiles, info: GitRepoInfo) -> PathsVerdict:
     repository deployed) the answer is trigger: the rule only ever saves Jobs, never loses one.
     """
     field = "spec.bundles" if info.bundles else "spec.paths"
+    also = f"annotation {ALSO_TRIGGER_ON_PATHS_ANNOTATION}"
     not_judged = PathsOutcome.NOT_JUDGED
     try:
         watched = paths.watched_for(info.paths, info.bundles)
@@ -237,20 +243,30 @@ def paths_decision(changes: ChangedFiles, info: GitRepoInfo) -> PathsVerdict:
     if not watched:
         reason = "triggers: spec.paths is empty, so the GitRepo deploys the whole repository"
         return PathsVerdict(True, reason, not_judged)
-    if any(w.is_root for w in watched):
-        return PathsVerdict(True, f"triggers: {field} includes the repository root", not_judged)
+    try:
+        extra = paths.watched_for(info.also_trigger_on, ()) if info.also_trigger_on else ()
+    except paths.BadPath as exc:
+        return PathsVerdict(True, f"triggers: {also} cannot be judged ({exc})", not_judged)
+    for source, entries in ((field, watched), (also, extra)):
+        if any(w.is_root for w in entries):
+            return PathsVerdict(True, f"triggers: {source} includes the repository root", not_judged)
     if changes.paths is None:
         reason = f"triggers: the payload cannot tell which files changed ({changes.unknown})"
         return PathsVerdict(True, reason, PathsOutcome.CANNOT_TELL)
-    shown = "[" + ", ".join(w.text for w in watched) + "]"
     changed = paths.change_index(changes.paths)
-    found = changed.first_covered(watched)
-    if found is not None:
-        file, entry = found
-        return PathsVerdict(True, f"triggers: {file} changed under {field} entry {entry.text!r}", PathsOutcome.TOUCHED)
+    for source, entries in ((field, watched), (also, extra)):
+        found = changed.first_covered(entries)
+        if found is not None:
+            file, entry = found
+            return PathsVerdict(
+                True, f"triggers: {file} changed under {source} entry {entry.text!r}", PathsOutcome.TOUCHED
+            )
+    shown = f"{field} [" + ", ".join(w.text for w in watched) + "]"
+    if extra:
+        shown += f" nor {also} [" + ", ".join(w.text for w in extra) + "]"
     count = len(changed.files)
     example = f", e.g. {changed.files[0][0]}" if count else ""
-    reason = f"push changed no file under {field} {shown} ({count} files changed{example})"
+    reason = f"push changed no file under {shown} ({count} files changed{example})"
     return PathsVerdict(False, reason, PathsOutcome.SKIPPED)
 
 

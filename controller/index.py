@@ -21,6 +21,9 @@ MANAGED_INTERVAL_ANNOTATION = "fleet-webhook.cattle.io/polling-interval-set"
 LEDGER_ANNOTATION = "fleet-webhook.cattle.io/webhook-ledger"
 # Opt-in (or, "false", opt-out) of the monorepo paths rule for one GitRepo (decisions.paths_decision).
 TRIGGER_ON_PATHS_ANNOTATION = "fleet-webhook.cattle.io/trigger-on-paths"
+# More directories (`;`- or `,`-separated, Fleet's glob syntax) whose changes also trigger the GitRepo
+# under that rule: what its bundles read from outside spec.paths (`helm.chart: ../charts/x`).
+ALSO_TRIGGER_ON_PATHS_ANNOTATION = "fleet-webhook.cattle.io/also-trigger-on-paths"
 # Payload URLs whose key `GitRepoIndex.key` remembers. Every push to a repository names the same few
 # URLs, so after the first delivery its keys cost a dict lookup instead of a parse. Bounded: when
 # full the memo is emptied, so a flood of made-up URLs costs at most what it would without it.
@@ -56,6 +59,7 @@ class GitRepoInfo:
     paths: tuple[str, ...] = ()
     bundles: tuple[tuple[str, str], ...] = ()
     trigger_on_paths: str | None = None
+    also_trigger_on: tuple[str, ...] = ()  # ALSO_TRIGGER_ON_PATHS_ANNOTATION, split
 
     @property
     def ref(self) -> tuple[str, str]:
@@ -110,7 +114,15 @@ def gitrepo_info(obj: Mapping[str, Any]) -> GitRepoInfo | None:
             (_str(b.get("base")), _str(b.get("options"))) for b in _list(spec.get("bundles")) if isinstance(b, dict)
         ),
         trigger_on_paths=_optional_str(annotations.get(TRIGGER_ON_PATHS_ANNOTATION)),
+        also_trigger_on=_path_list(annotations.get(ALSO_TRIGGER_ON_PATHS_ANNOTATION)),
     )
+
+
+def _path_list(value: Any) -> tuple[str, ...]:
+    """An annotation's `a; b, c` as ("a", "b", "c"): separators `;` and `,`, spaces around entries dropped."""
+    if not isinstance(value, str):
+        return ()
+    return tuple(p.strip() for p in value.replace(",", ";").split(";") if p.strip())
 
 
 def _list(value: Any) -> list[Any]:

@@ -12,7 +12,7 @@ from controller.config import load_text
 from controller.decisions import Action, CommitHistory, plan
 from controller.events import ChangedFiles, PushEvent, RefKind
 from controller.explain import explain, render_json, render_text
-from controller.index import TRIGGER_ON_PATHS_ANNOTATION, gitrepo_info
+from controller.index import ALSO_TRIGGER_ON_PATHS_ANNOTATION, TRIGGER_ON_PATHS_ANNOTATION, gitrepo_info
 from tests.support import sha
 from tests.unit.test_decisions import index_of
 
@@ -212,6 +212,28 @@ def test_bundles_replace_paths() -> None:
     )
     assert decided(push({"apps/overlays/web.yaml"}), gitrepo)["driven"][0] is Action.UPDATE
     assert decided(push({"apps/db/fleet.yaml"}), gitrepo)["driven"][0] is Action.UPDATE
+
+
+def test_also_trigger_on_paths_adds_what_bundles_read_from_outside_their_folders() -> None:
+    web = opted("web", ["apps/web"])
+    web["metadata"]["annotations"][ALSO_TRIGGER_ON_PATHS_ANNOTATION] = " charts/common ; shared/*,  "
+    assert decided(push({"charts/common/templates/d.yaml"}), web)["web"][2] == (
+        f"triggers: charts/common/templates/d.yaml changed under annotation {ALSO_TRIGGER_ON_PATHS_ANNOTATION}"
+        " entry 'charts/common'"
+    )
+    assert decided(push({"shared/base/k.yaml"}), web)["web"][0] is Action.UPDATE
+    assert decided(push({"charts/other/x.yaml"}), web)["web"][1] == (
+        f"push changed no file under spec.paths [apps/web] nor annotation {ALSO_TRIGGER_ON_PATHS_ANNOTATION}"
+        " [charts/common, shared/*] (1 files changed, e.g. charts/other/x.yaml)"
+    )
+    web["metadata"]["annotations"][ALSO_TRIGGER_ON_PATHS_ANNOTATION] = "../outside"
+    assert decided(push({"charts/other/x.yaml"}), web)["web"][2] == (
+        f"triggers: annotation {ALSO_TRIGGER_ON_PATHS_ANNOTATION} cannot be judged"
+        " ('../outside' climbs out of the repository)"
+    )
+    not_opted = opted("off", ["apps/web"], annotation=None)
+    not_opted["metadata"]["annotations"] = {ALSO_TRIGGER_ON_PATHS_ANNOTATION: "charts/common"}
+    assert decided(push({"charts/other/x.yaml"}), not_opted)["off"] == (Action.UPDATE, "commit recorded", "")
 
 
 def test_the_index_carries_paths_bundles_and_the_annotation() -> None:
