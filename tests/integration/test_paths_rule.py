@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from controller.index import TRIGGER_ON_PATHS_ANNOTATION
+from controller.index import ALSO_TRIGGER_ON_PATHS_ANNOTATION, TRIGGER_ON_PATHS_ANNOTATION
 from controller.kube import GROUP, PLURAL, VERSION
 from tests.integration.receiver_env import ReceiverEnv
 from tests.support import Delivery, delivery, secret_data, sha
@@ -55,19 +55,21 @@ async def test_only_gitrepos_whose_paths_the_push_touched_are_written(env: Recei
     create(env, "not-opted", paths=["apps/app-0"])
     create(env, "whole-repo", OPT_IN)
     create(env, "glob", OPT_IN, paths=["apps/app-[34]"])
+    create(env, "reads-docs", {**OPT_IN, ALSO_TRIGGER_ON_PATHS_ANNOTATION: "docs"}, paths=["apps/app-9"])
     await env.start(f"watch:\n  namespaces: [{env.namespace}]\n")
-    await env.wait_indexed("app-0", "app-4", "not-opted", "whole-repo", "glob")
+    await env.wait_indexed("app-0", "app-4", "not-opted", "whole-repo", "glob", "reads-docs")
 
     commit = sha("paths-1")
     resp = await env.send(push("github", commit, ["apps/app-2/deploy.yaml", "docs/readme.md"], sha("paths-0")))
 
     assert resp.status == 200, resp.body
-    assert resp.names("updated") == {"app-2", "not-opted", "whole-repo"}
+    assert resp.names("updated") == {"app-2", "not-opted", "whole-repo", "reads-docs"}
     verdicts = {e["name"]: e.get("pathsRule") for e in resp.body["updated"]}
     assert verdicts == {
         "app-2": "triggers: apps/app-2/deploy.yaml changed under spec.paths entry 'apps/app-2'",
         "not-opted": None,
         "whole-repo": "triggers: spec.paths is empty, so the GitRepo deploys the whole repository",
+        "reads-docs": f"triggers: docs/readme.md changed under annotation {ALSO_TRIGGER_ON_PATHS_ANNOTATION} entry 'docs'",
     }
     skipped = {e["name"]: e["reason"] for e in resp.body["skipped"]}
     assert set(skipped) == {"app-0", "app-1", "app-3", "app-4", "glob"}
@@ -79,7 +81,7 @@ async def test_only_gitrepos_whose_paths_the_push_touched_are_written(env: Recei
         assert env.webhook_commit(name) is None, name
     metrics = await env.metrics()
     assert 'fleet_webhook_paths_rule_total{outcome="skipped"} 5.0' in metrics
-    assert 'fleet_webhook_paths_rule_total{outcome="touched"} 1.0' in metrics
+    assert 'fleet_webhook_paths_rule_total{outcome="touched"} 2.0' in metrics
     assert 'fleet_webhook_paths_rule_total{outcome="not_judged"} 1.0' in metrics
 
     second = sha("paths-2")
