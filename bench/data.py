@@ -280,7 +280,7 @@ def push_event(d: Delivery | None = None) -> PushEvent:
     """The PushEvent the receiver parses out of the benchmark push."""
     d = d or push_delivery()
     request = WebhookRequest("POST", {k.lower(): v for k, v in d.headers.items()}, d.body)
-    parsed = GitHubProvider().parse(request)
+    (parsed,) = GitHubProvider().parse(request)
     assert isinstance(parsed, PushEvent)
     return parsed
 

@@ -92,7 +92,7 @@ def parse_delivery(
     except ValueError:
         document = None
     request = WebhookRequest("POST", headers_for(provider, document, extra_headers), raw)
-    return complete_urls(by_name(provider).parse_all(request), bitbucket_server_base_url)
+    return complete_urls(by_name(provider).parse(request), bitbucket_server_base_url)
 
 
 def parse_payload(provider: str, raw: bytes, extra_headers: Iterable[str] = ()) -> list[PushEvent]:

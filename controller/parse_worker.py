@@ -48,7 +48,7 @@ def answer(provider: str, method: str, headers: dict[str, str], query: dict[str,
         body = handle.read()
     request = WebhookRequest(method=method, headers=headers, body=body, query=query)
     try:
-        return ("ok", registry.by_name(provider).parse_all(request))
+        return ("ok", registry.by_name(provider).parse(request))
     except UnsupportedMediaType as exc:
         return ("error", "media", str(exc))
     except PayloadError as exc:

@@ -59,7 +59,7 @@ class Parsers:
     async def authenticated(self, provider: Provider, head: WebhookRequest, body: Body) -> tuple[Parsed, ...]:
         """Parse a body whose credentials were verified."""
         if not body.spooled:
-            return provider.parse_all(head.with_body(body.in_memory_bytes()))
+            return provider.parse(head.with_body(body.in_memory_bytes()))
         request = (provider.name, head.method, dict(head.headers), dict(head.query), body.path_for_worker())
         async with self._worker_lock:
             reply = await self._ask(request)
@@ -114,7 +114,7 @@ class Parsers:
         if container_count(raw) > UNVERIFIED_MAX_CONTAINERS:
             raise PayloadError(f"unauthenticated body with more than {UNVERIFIED_MAX_CONTAINERS} JSON containers")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, provider.parse_all, head.with_body(raw))
+        return await loop.run_in_executor(self._thread, provider.parse, head.with_body(raw))
 
     async def close(self) -> None:
         """Stop the workers. The worker holds no state, so it is killed rather than waited for."""

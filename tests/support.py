@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.providers import PROVIDER_NAMES, by_name
+from controller.events import Parsed
+from controller.providers import PROVIDER_NAMES, Provider, by_name
+from controller.providers.base import WebhookRequest
 
 PAYLOADS = Path(__file__).resolve().parent / "fixtures" / "payloads"
 AZURE_USER = "fleet-hook"
@@ -61,6 +63,13 @@ def sign(provider: str, headers: dict[str, str], body: bytes, secret: str | None
         return dict(headers)
     credential = {k: v.encode() for k, v in secret_data(provider, secret).items()}
     return by_name(provider).sign(headers, body, credential)
+
+
+def parse_one(provider: Provider, request: WebhookRequest) -> Parsed:
+    """The event of a delivery that carries exactly one (AssertionError otherwise)."""
+    parsed = provider.parse(request)
+    assert len(parsed) == 1, parsed
+    return parsed[0]
 
 
 @dataclass(frozen=True)

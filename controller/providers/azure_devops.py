@@ -10,8 +10,7 @@ Headers read:
 Content type: `application/json` only. The event name is the body's `eventType`.
 
 Events:
-  - `git.push` -> one PushEvent per entry of `resource.refUpdates` (`parse_all`); `parse` returns the
-    first update that is not a deletion (or the first when all are deletions):
+  - `git.push` -> one PushEvent per entry of `resource.refUpdates`, in order:
       repo_urls   `resource.repository.remoteUrl`, `.sshUrl`, `.webUrl` as sent (legacy
                   `https://<org>.visualstudio.com/...` URLs are left to URL normalization)
       ref         `resource.refUpdates[i].name`
@@ -99,10 +98,7 @@ class AzureDevOpsProvider(base.Provider):
             matched |= _same(user, want_user) & _same(password, want_password)
         return base.Verdict.OK if matched else base.Verdict.MISMATCH
 
-    def parse(self, request: base.WebhookRequest) -> events.Parsed:
-        return base.first_live(self.parse_all(request))
-
-    def parse_all(self, request: base.WebhookRequest) -> tuple[events.Parsed, ...]:
+    def parse(self, request: base.WebhookRequest) -> tuple[events.Parsed, ...]:
         delivery = self.delivery_id(request)
         document = base.require_object(base.json_document(request, allow_form=False))
         event = base.require_text(document, "eventType")

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from controller.events import Parsed, PushEvent
+from controller.events import Parsed
 
 JSON_MEDIA_TYPES = frozenset({"application/json", "text/json"})
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
@@ -195,16 +195,24 @@ class Provider(abc.ABC):
         return Verdict.MISMATCH
 
     @abc.abstractmethod
-    def parse(self, request: WebhookRequest) -> Parsed:
-        """Turn the body into a provider-neutral event. Raises PayloadError / UnsupportedMediaType."""
+    def parse(self, request: WebhookRequest) -> tuple[Parsed, ...]:
+        """Every event in the delivery, one per ref change, provider-neutral: what the receiver acts on.
+        Never empty. Raises PayloadError / UnsupportedMediaType.
 
-    def parse_all(self, request: WebhookRequest) -> tuple[Parsed, ...]:
-        """Every event in the delivery, one per ref change; what the receiver acts on.
-
-        Most hosts send one ref per delivery, so the default is `(self.parse(request),)`. Bitbucket
-        Cloud, Bitbucket Server and Azure DevOps batch several ref changes and override this.
+        Most hosts send one ref per delivery (`SingleEventProvider`); Bitbucket Cloud, Bitbucket
+        Server and Azure DevOps batch several ref changes into one.
         """
-        return (self.parse(request),)
+
+
+class SingleEventProvider(Provider):
+    """A host whose every delivery carries one event: it implements `parse_event`."""
+
+    def parse(self, request: WebhookRequest) -> tuple[Parsed, ...]:
+        return (self.parse_event(request),)
+
+    @abc.abstractmethod
+    def parse_event(self, request: WebhookRequest) -> Parsed:
+        """The delivery's one event. Raises PayloadError / UnsupportedMediaType."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,9 +518,3 @@ def require_urls(urls: tuple[str, ...], field: str) -> tuple[str, ...]:
     return urls
 
 
-def first_live(parsed: tuple[Parsed, ...]) -> Parsed:
-    """What `parse` returns for a batch: the first event that is not a ref deletion, else the first."""
-    for item in parsed:
-        if not isinstance(item, PushEvent) or not item.deleted:
-            return item
-    return parsed[0]

@@ -11,8 +11,7 @@ Headers read:
 Content type: `application/json` only.
 
 Events:
-  - `repo:push` -> one PushEvent per entry of `push.changes` (`parse_all`); `parse` returns the first
-    change that is not a deletion (or the first change when all are deletions):
+  - `repo:push` -> one PushEvent per entry of `push.changes`, in order:
       repo_urls   `repository.links.html.href`, and `https://bitbucket.org/<repository.full_name>`
       ref         `changes[i].new.type` (`branch` / `tag` / `annotated_tag`) and `.new.name`
                   (from `.old` when the ref was deleted)
@@ -70,10 +69,7 @@ class BitbucketCloudProvider(base.Provider):
     def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
         return base.with_hex_signature(headers, "X-Hub-Signature", credential["bitbucket"], body, prefix="sha256=")
 
-    def parse(self, request: base.WebhookRequest) -> events.Parsed:
-        return base.first_live(self.parse_all(request))
-
-    def parse_all(self, request: base.WebhookRequest) -> tuple[events.Parsed, ...]:
+    def parse(self, request: base.WebhookRequest) -> tuple[events.Parsed, ...]:
         event = base.require_header(request, "X-Event-Key")
         delivery = self.delivery_id(request)
         document = base.require_object(base.json_document(request, allow_form=False))

@@ -11,8 +11,7 @@ Content type: `application/json` only.
 
 Events:
   - `diagnostics:ping` ("Test connection") -> Ping.
-  - `repo:refs_changed` -> one PushEvent per entry of `changes` (`parse_all`); `parse` returns the first
-    change that is not a deletion (or the first when all are deletions):
+  - `repo:refs_changed` -> one PushEvent per entry of `changes`, in order:
       repo_urls   every `repository.links.clone[].href` and `repository.links.self[].href`. Some
                   versions send a repository without `links`: the event then carries
                   `repo_path` = `scm/<project.key lower-cased>/<slug>.git` and no URL, and
@@ -82,10 +81,7 @@ class BitbucketServerProvider(base.Provider):
         secret = credential["bitbucket-server"]
         return base.with_hex_signature(headers, "X-Hub-Signature", secret, body, prefix="sha256=")
 
-    def parse(self, request: base.WebhookRequest) -> events.Parsed:
-        return base.first_live(self.parse_all(request))
-
-    def parse_all(self, request: base.WebhookRequest) -> tuple[events.Parsed, ...]:
+    def parse(self, request: base.WebhookRequest) -> tuple[events.Parsed, ...]:
         event = base.require_header(request, "X-Event-Key")
         delivery = self.delivery_id(request)
         document = base.require_object(base.json_document(request, allow_form=False))

@@ -61,7 +61,7 @@ def changed_files(document: dict[str, Any], before: str | None, deleted: bool) -
     return events.ChangedFiles.of(frozenset(listed))
 
 
-class GenericProvider(base.Provider):
+class GenericProvider(base.SingleEventProvider):
     """The fleet-webhook generic format."""
 
     name: ClassVar[str] = "generic"
@@ -88,7 +88,7 @@ class GenericProvider(base.Provider):
         secrets = base.values_for(credentials, "generic")
         return base.hex_signature_auth(request.header("x-fleet-webhook-signature"), secrets, prefix="sha256=")
 
-    def parse(self, request: base.WebhookRequest) -> events.Parsed:
+    def parse_event(self, request: base.WebhookRequest) -> events.Parsed:
         event = base.first_header(request, "x-fleet-webhook-event") or "push"
         delivery = self.delivery_id(request)
         document = base.require_object(base.json_document(request, allow_form=False))

@@ -108,7 +108,7 @@ def parse_push(
     )
 
 
-class GitHubProvider(base.Provider):
+class GitHubProvider(base.SingleEventProvider):
     """GitHub.com, GitHub Enterprise Cloud and Server."""
 
     name: ClassVar[str] = "github"
@@ -148,7 +148,7 @@ class GitHubProvider(base.Provider):
     def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
         return base.with_hex_signature(headers, "X-Hub-Signature-256", credential["github"], body, prefix="sha256=")
 
-    def parse(self, request: base.WebhookRequest) -> events.Parsed:
+    def parse_event(self, request: base.WebhookRequest) -> events.Parsed:
         event = base.require_header(request, "X-GitHub-Event")
         delivery = self.delivery_id(request)
         document = base.json_document(request, allow_form=True)

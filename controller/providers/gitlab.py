@@ -73,7 +73,7 @@ def repository_urls(document: Any) -> tuple[str, ...]:
     )
 
 
-class GitLabProvider(base.Provider):
+class GitLabProvider(base.SingleEventProvider):
     """GitLab webhooks, token or Standard Webhooks signature."""
 
     name: ClassVar[str] = "gitlab"
@@ -127,7 +127,7 @@ class GitLabProvider(base.Provider):
     def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
         return {**headers, "X-Gitlab-Token": credential["gitlab"].decode()}  # GitLab sends the token itself
 
-    def parse(self, request: base.WebhookRequest) -> events.Parsed:
+    def parse_event(self, request: base.WebhookRequest) -> events.Parsed:
         event = base.require_header(request, "X-Gitlab-Event")
         delivery = self.delivery_id(request)
         document = base.require_object(base.json_document(request, allow_form=False))

@@ -52,7 +52,7 @@ def signed_payload(request: base.WebhookRequest) -> bytes | None:
         return None
 
 
-class GogsProvider(base.Provider):
+class GogsProvider(base.SingleEventProvider):
     """Gogs; the header names are class attributes so Gitea/Forgejo can reuse the rest."""
 
     name: ClassVar[str] = "gogs"
@@ -97,7 +97,7 @@ class GogsProvider(base.Provider):
         stream.update(message)
         return stream.verdict()
 
-    def parse(self, request: base.WebhookRequest) -> events.Parsed:
+    def parse_event(self, request: base.WebhookRequest) -> events.Parsed:
         event = base.first_header(request, *self.event_headers)
         if event is None:
             raise base.PayloadError(f"header {self.event_headers[0]} is missing")

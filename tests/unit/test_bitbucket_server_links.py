@@ -36,7 +36,7 @@ def document() -> dict[str, object]:
 
 
 def parse() -> tuple[object, ...]:
-    return providers.by_name("bitbucket-server").parse_all(request())
+    return providers.by_name("bitbucket-server").parse(request())
 
 
 def test_the_fixture_really_has_no_links() -> None:
@@ -78,7 +78,7 @@ def test_without_a_base_url_the_answer_says_what_to_configure() -> None:
 def test_payloads_with_links_are_left_alone() -> None:
     raw = (PAYLOADS / "repo-refs-changed.json").read_bytes()
     headers = json.loads((PAYLOADS / "repo-refs-changed.headers.json").read_text())
-    parsed = providers.by_name("bitbucket-server").parse_all(
+    parsed = providers.by_name("bitbucket-server").parse(
         WebhookRequest("POST", {k.lower(): v for k, v in headers.items()}, raw)
     )
     assert providers.complete_urls(parsed, BASE) == parsed == providers.complete_urls(parsed, "")
@@ -87,7 +87,7 @@ def test_payloads_with_links_are_left_alone() -> None:
 def test_personal_projects_keep_their_tilde() -> None:
     doc = document()
     doc["repository"]["project"]["key"] = "~JSILVA"  # type: ignore[index]
-    (event,) = providers.complete_urls(providers.by_name("bitbucket-server").parse_all(request(doc)), BASE)
+    (event,) = providers.complete_urls(providers.by_name("bitbucket-server").parse(request(doc)), BASE)
     assert isinstance(event, PushEvent)
     assert event.repo_urls == ("https://bitbucket.example.com/scm/~jsilva/fleet-apps.git",)
 
@@ -104,7 +104,7 @@ def test_without_links_key_and_slug_are_required(field: str, value: object, mess
     doc = document()
     doc["repository"][field] = value  # type: ignore[index]
     with pytest.raises(PayloadError, match=message):
-        providers.by_name("bitbucket-server").parse_all(request(doc))
+        providers.by_name("bitbucket-server").parse(request(doc))
 
 
 def test_config_names_the_base_url_globally_and_per_route() -> None:

@@ -12,7 +12,7 @@ from controller.decisions import collapse
 from controller.events import ChangedFiles, PushEvent
 from controller.providers import by_name
 from controller.providers.base import PayloadError, WebhookRequest
-from tests.support import ZERO, fixture, sha
+from tests.support import ZERO, fixture, parse_one, sha
 
 # provider -> (fixture, the files its commits list)
 LISTED = {
@@ -36,7 +36,7 @@ def parse(provider: str, event: str, edit: Any = None) -> PushEvent:
     if edit is not None:
         edit(doc)
     request = WebhookRequest("POST", {k.lower(): v for k, v in headers.items()}, json.dumps(doc).encode())
-    parsed = by_name(provider).parse(request)
+    parsed = parse_one(by_name(provider), request)
     assert isinstance(parsed, PushEvent)
     return parsed
 
@@ -66,7 +66,7 @@ def test_hosts_without_file_lists_cannot_tell(provider: str) -> None:
     event = {"bitbucket": "repo-push", "bitbucket-server": "repo-refs-changed", "azure-devops": "git-push"}
     headers, body = fixture(provider, event.get(provider, "push"))
     request = WebhookRequest("POST", {k.lower(): v for k, v in headers.items()}, json.dumps(body).encode())
-    for parsed in by_name(provider).parse_all(request):
+    for parsed in by_name(provider).parse(request):
         assert isinstance(parsed, PushEvent)
         assert parsed.changes.paths is None
         assert parsed.changes.unknown == "the payload lists no changed files"
