@@ -516,5 +516,3 @@ def require_urls(urls: tuple[str, ...], field: str) -> tuple[str, ...]:
     if not urls:
         raise PayloadError(f"field '{field}' names no repository URL")
     return urls
-
-
