@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.events import PushEvent
+from controller.deliveries import PushEvent
 from controller.index import GitRepoIndex, GitRepoInfo, gitrepo_info
 from controller.providers import GitHubProvider
 from controller.providers.base import WebhookRequest

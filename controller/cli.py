@@ -133,7 +133,7 @@ def run_explain(args: argparse.Namespace) -> int:
     """Explain a payload; exit 0 when it would update something, 1 when not, 2 on bad input or no push."""
     from controller import explain
     from controller.config import default_config
-    from controller.events import PushEvent
+    from controller.deliveries import PushEvent
     from controller.providers.base import PayloadError, UnsupportedMediaType
 
     try:

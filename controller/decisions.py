@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from controller import paths
 from controller.config import Config, GitRepoRef, RepoMapping, Route
-from controller.events import ChangedFiles, PushEvent, RefKind
+from controller.deliveries import ChangedFiles, PushEvent, RefKind
 from controller.index import (
     ALSO_TRIGGER_ON_PATHS_ANNOTATION,
     TRIGGER_ON_PATHS_ANNOTATION,

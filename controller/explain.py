@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 
 from controller.config import Config
 from controller.decisions import Action, CommitHistory, plan
-from controller.events import Ignored, Parsed, Ping, PushEvent
+from controller.deliveries import Ignored, Parsed, Ping, PushEvent
 from controller.index import GitRepoIndex, GitRepoInfo, gitrepo_info
 from controller.normalize import RepoKey, explain_difference, redact_url
 from controller.providers import by_name, complete_urls

@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass, replace
 
 from controller.decisions import CommitHistory
-from controller.events import PushEvent, RefKind
+from controller.deliveries import PushEvent, RefKind
 from controller.index import LEDGER_ANNOTATION
 
 __all__ = ["LEDGER_ANNOTATION", "MAX_ENTRIES", "Entry", "Ledger"]

@@ -22,7 +22,7 @@ from typing import Any
 
 from controller import parse_worker
 from controller.body import Body
-from controller.events import Parsed
+from controller.deliveries import Parsed
 from controller.providers.base import PayloadError, Provider, UnsupportedMediaType, WebhookRequest
 
 log = logging.getLogger("fleet_webhook.parsing")

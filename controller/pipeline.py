@@ -38,7 +38,7 @@ from controller.body import Body, BodyBudget
 from controller.config import Config, ProviderConfig, Route
 from controller.decisions import Action, CommitHistory, Decision, plan_delivery
 from controller.dedupe import CachedAnswer, DeliveryCache
-from controller.events import Ignored, Parsed, Ping, PushEvent
+from controller.deliveries import Ignored, Parsed, Ping, PushEvent
 from controller.index import GitRepoIndex, GitRepoInfo
 from controller.metrics import Metrics
 from controller.normalize import redact_url

@@ -36,7 +36,7 @@ from typing import Any
 from controller import polling
 from controller.config import PollingPolicy
 from controller.decisions import Action, CommitHistory, commit_decision
-from controller.events import PushEvent
+from controller.deliveries import PushEvent
 from controller.index import MANAGED_INTERVAL_ANNOTATION, GitRepoInfo, gitrepo_info
 from controller.kube import ApiUnavailable, Conflict, Forbidden, Invalid, Kube, NotFound, now_rfc3339
 from controller.ledger import LEDGER_ANNOTATION, Ledger

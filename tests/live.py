@@ -21,7 +21,7 @@ from aiohttp import web
 
 from controller.app import WebhookRunner, make_app
 from controller.config import PollingPolicy
-from controller.events import PushEvent
+from controller.deliveries import PushEvent
 from controller.index import GitRepoInfo
 from controller.pipeline import Receiver
 from controller.runtime import server_options

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.events import Parsed
+from controller.deliveries import Parsed
 from controller.providers import PROVIDER_NAMES, Provider, by_name
 from controller.providers.base import WebhookRequest
 

@@ -31,7 +31,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from controller import events
+from controller import deliveries
 from controller.providers import base
 
 
@@ -98,13 +98,13 @@ class AzureDevOpsProvider(base.Provider):
             matched |= _same(user, want_user) & _same(password, want_password)
         return base.Verdict.OK if matched else base.Verdict.MISMATCH
 
-    def parse(self, request: base.WebhookRequest) -> tuple[events.Parsed, ...]:
+    def parse(self, request: base.WebhookRequest) -> tuple[deliveries.Parsed, ...]:
         delivery = self.delivery_id(request)
         document = base.require_object(base.json_document(request, allow_form=False))
         event = base.require_text(document, "eventType")
         if event != "git.push":
             return (
-                events.Ignored(
+                deliveries.Ignored(
                     self.name,
                     delivery,
                     event=event,
@@ -117,12 +117,12 @@ class AzureDevOpsProvider(base.Provider):
         updates = base.require_list(document, "resource", "refUpdates")
         return tuple(self._update(delivery, urls, document, index) for index in range(len(updates)))
 
-    def _update(self, delivery: str | None, urls: tuple[str, ...], document: Any, index: int) -> events.PushEvent:
+    def _update(self, delivery: str | None, urls: tuple[str, ...], document: Any, index: int) -> deliveries.PushEvent:
         path: tuple[str | int, ...] = ("resource", "refUpdates", index)
         base.require_field_object(document, *path)
-        kind, name = events.split_ref(base.require_text(document, *path, "name"))
+        kind, name = deliveries.split_ref(base.require_text(document, *path, "name"))
         new = base.require_sha(document, *path, "newObjectId")
-        return events.PushEvent(
+        return deliveries.PushEvent(
             provider=self.name,
             delivery_id=delivery,
             repo_urls=urls,

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from controller.events import Parsed
+from controller.deliveries import Parsed
 
 JSON_MEDIA_TYPES = frozenset({"application/json", "text/json"})
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"

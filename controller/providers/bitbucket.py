@@ -27,11 +27,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from controller import events
+from controller import deliveries
 from controller.providers import base
 
 WEB_BASE = "https://bitbucket.org/"
-REF_KINDS = {"branch": events.RefKind.BRANCH, "tag": events.RefKind.TAG, "annotated_tag": events.RefKind.TAG}
+REF_KINDS = {
+    "branch": deliveries.RefKind.BRANCH,
+    "tag": deliveries.RefKind.TAG,
+    "annotated_tag": deliveries.RefKind.TAG,
+}
 
 
 def repository_urls(document: Any) -> tuple[str, ...]:
@@ -69,13 +73,13 @@ class BitbucketCloudProvider(base.Provider):
     def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
         return base.with_hex_signature(headers, "X-Hub-Signature", credential["bitbucket"], body, prefix="sha256=")
 
-    def parse(self, request: base.WebhookRequest) -> tuple[events.Parsed, ...]:
+    def parse(self, request: base.WebhookRequest) -> tuple[deliveries.Parsed, ...]:
         event = base.require_header(request, "X-Event-Key")
         delivery = self.delivery_id(request)
         document = base.require_object(base.json_document(request, allow_form=False))
         if event != "repo:push":
             return (
-                events.Ignored(
+                deliveries.Ignored(
                     self.name,
                     delivery,
                     event=event,
@@ -88,7 +92,7 @@ class BitbucketCloudProvider(base.Provider):
         changes = base.require_list(document, "push", "changes")
         return tuple(self._change(delivery, urls, document, index) for index in range(len(changes)))
 
-    def _change(self, delivery: str | None, urls: tuple[str, ...], document: Any, index: int) -> events.PushEvent:
+    def _change(self, delivery: str | None, urls: tuple[str, ...], document: Any, index: int) -> deliveries.PushEvent:
         path: tuple[str | int, ...] = ("push", "changes", index)
         base.require_field_object(document, *path)
         new, old = base.dig(document, *path, "new"), base.dig(document, *path, "old")
@@ -99,12 +103,12 @@ class BitbucketCloudProvider(base.Provider):
         ref_type = base.require_text(document, *path, side, "type")
         name = base.require_text(document, *path, side, "name")
         before = base.optional_sha(document, *path, "old", "target", "hash") if old is not None else None
-        commit = base.require_sha(document, *path, "new", "target", "hash") if new is not None else events.ZERO_SHA
-        return events.PushEvent(
+        commit = base.require_sha(document, *path, "new", "target", "hash") if new is not None else deliveries.ZERO_SHA
+        return deliveries.PushEvent(
             provider=self.name,
             delivery_id=delivery,
             repo_urls=urls,
-            ref_kind=REF_KINDS.get(ref_type, events.RefKind.OTHER),
+            ref_kind=REF_KINDS.get(ref_type, deliveries.RefKind.OTHER),
             ref_name=name,
             commit=commit,
             before=before,

@@ -32,7 +32,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from controller import events
+from controller import deliveries
 from controller.providers import base
 
 
@@ -81,15 +81,15 @@ class BitbucketServerProvider(base.Provider):
         secret = credential["bitbucket-server"]
         return base.with_hex_signature(headers, "X-Hub-Signature", secret, body, prefix="sha256=")
 
-    def parse(self, request: base.WebhookRequest) -> tuple[events.Parsed, ...]:
+    def parse(self, request: base.WebhookRequest) -> tuple[deliveries.Parsed, ...]:
         event = base.require_header(request, "X-Event-Key")
         delivery = self.delivery_id(request)
         document = base.require_object(base.json_document(request, allow_form=False))
         if event == "diagnostics:ping":
-            return (events.Ping(self.name, delivery, repository_urls(document)),)
+            return (deliveries.Ping(self.name, delivery, repository_urls(document)),)
         if event != "repo:refs_changed":
             return (
-                events.Ignored(
+                deliveries.Ignored(
                     self.name,
                     delivery,
                     event=event,
@@ -109,7 +109,7 @@ class BitbucketServerProvider(base.Provider):
 
     def _change(
         self, delivery: str | None, urls: tuple[str, ...], repo_path: str, document: Any, index: int
-    ) -> events.PushEvent:
+    ) -> deliveries.PushEvent:
         path: tuple[str | int, ...] = ("changes", index)
         base.require_field_object(document, *path)
         if base.dig(document, *path, "refId") is not None:
@@ -120,8 +120,8 @@ class BitbucketServerProvider(base.Provider):
         change_type = base.dig(document, *path, "type")
         if change_type is not None and not isinstance(change_type, str):
             raise base.PayloadError(f"field '{base.field_name((*path, 'type'))}' must be a string")
-        kind, name = events.split_ref(ref)
-        return events.PushEvent(
+        kind, name = deliveries.split_ref(ref)
+        return deliveries.PushEvent(
             provider=self.name,
             delivery_id=delivery,
             repo_urls=urls,
@@ -150,17 +150,17 @@ MISSING_BASE_URL = (
 )
 
 
-def complete_urls(parsed: Sequence[events.Parsed], base_url: str) -> tuple[events.Parsed, ...]:
+def complete_urls(parsed: Sequence[deliveries.Parsed], base_url: str) -> tuple[deliveries.Parsed, ...]:
     """Give events that carry only a `repo_path` the URL under `base_url`; without one, an Ignored saying so."""
-    out: list[events.Parsed] = []
+    out: list[deliveries.Parsed] = []
     for item in parsed:
-        if not isinstance(item, events.PushEvent) or item.repo_urls or not item.repo_path:
+        if not isinstance(item, deliveries.PushEvent) or item.repo_urls or not item.repo_path:
             out.append(item)
         elif base_url:
             out.append(dataclasses.replace(item, repo_urls=(f"{base_url.rstrip('/')}/{item.repo_path}",)))
         else:
             out.append(
-                events.Ignored(
+                deliveries.Ignored(
                     item.provider,
                     item.delivery_id,
                     event="repo:refs_changed",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.events import ChangedFiles
+from controller.deliveries import ChangedFiles
 from controller.providers import base
 
 FILE_LISTS = ("added", "modified", "removed")

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from controller import events
+from controller import deliveries
 from controller.providers import base, files
 
 
@@ -45,20 +45,22 @@ def repository_urls(document: dict[str, Any]) -> tuple[str, ...]:
     return base.texts(*urls)
 
 
-def changed_files(document: dict[str, Any], before: str | None, deleted: bool) -> events.ChangedFiles:
+def changed_files(document: dict[str, Any], before: str | None, deleted: bool) -> deliveries.ChangedFiles:
     """`changedFiles`, type-checked (a malformed list is a 400: this format is ours)."""
     listed = document.get("changedFiles")
     if listed is None:
-        return events.NO_FILE_LISTS
+        return deliveries.NO_FILE_LISTS
     if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
         raise base.PayloadError("field 'changedFiles' must be an array of strings")
     if deleted:
-        return events.ChangedFiles.cannot_tell("the push deleted the ref")
+        return deliveries.ChangedFiles.cannot_tell("the push deleted the ref")
     if before is None or base.is_zero_sha(before):
-        return events.ChangedFiles.cannot_tell("changedFiles without a 'before' commit says nothing about this push")
+        return deliveries.ChangedFiles.cannot_tell(
+            "changedFiles without a 'before' commit says nothing about this push"
+        )
     if len(listed) > files.MAX_GENERIC_FILES:
         raise base.PayloadError(f"field 'changedFiles' lists more than {files.MAX_GENERIC_FILES} files")
-    return events.ChangedFiles.of(frozenset(listed))
+    return deliveries.ChangedFiles.of(frozenset(listed))
 
 
 class GenericProvider(base.SingleEventProvider):
@@ -88,22 +90,22 @@ class GenericProvider(base.SingleEventProvider):
         secrets = base.values_for(credentials, "generic")
         return base.hex_signature_auth(request.header("x-fleet-webhook-signature"), secrets, prefix="sha256=")
 
-    def parse_event(self, request: base.WebhookRequest) -> events.Parsed:
+    def parse_event(self, request: base.WebhookRequest) -> deliveries.Parsed:
         event = base.first_header(request, "x-fleet-webhook-event") or "push"
         delivery = self.delivery_id(request)
         document = base.require_object(base.json_document(request, allow_form=False))
         if event == "ping":
-            return events.Ping(self.name, delivery)
+            return deliveries.Ping(self.name, delivery)
         if event != "push":
-            return events.Ignored(self.name, delivery, event=event, reason="only push moves a GitRepo")
+            return deliveries.Ignored(self.name, delivery, event=event, reason="only push moves a GitRepo")
         urls = repository_urls(document)
         if not urls:
             raise base.PayloadError("field 'repository' (or 'repositories') is missing")
-        kind, name = events.split_ref(base.require_text(document, "ref"))
+        kind, name = deliveries.split_ref(base.require_text(document, "ref"))
         commit = base.require_sha(document, "commit")
         before = base.optional_sha(document, "before")
         deleted = base.optional_bool(document, "deleted") or base.is_zero_sha(commit)
-        return events.PushEvent(
+        return deliveries.PushEvent(
             provider=self.name,
             delivery_id=delivery,
             repo_urls=urls,

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from controller import events
+from controller import deliveries
 from controller.providers import base, files
 
 # GitHub documents "a maximum of 20 commits" in `commits` (for timeline events, "not applied to
@@ -69,7 +69,7 @@ def parse_push(
     *,
     commit_cap: int = LISTED_COMMITS,
     count_key: str = "",
-) -> events.PushEvent:
+) -> deliveries.PushEvent:
     """The `push` payload GitHub, Gogs and Gitea share: ref, before, after, repository URLs, files.
 
     `count_key` names the field with the host's count of pushed commits (Gitea `total_commits`),
@@ -81,7 +81,7 @@ def parse_push(
     ref = base.require_text(body, "ref")
     after = base.require_sha(body, "after")
     before = base.optional_sha(body, "before")
-    kind, name = events.split_ref(ref)
+    kind, name = deliveries.split_ref(ref)
     deleted = base.optional_bool(body, "deleted") or base.is_zero_sha(after)
     forced = base.optional_bool(body, "forced")
     changes = files.from_commits(
@@ -94,13 +94,13 @@ def parse_push(
         total=files.count(body, count_key) if count_key else None,
         cap=commit_cap,
     )
-    return events.PushEvent(
+    return deliveries.PushEvent(
         provider=provider,
         delivery_id=delivery_id,
         repo_urls=urls,
         ref_kind=kind,
         ref_name=name,
-        commit=tag_commit(body, after) if kind is events.RefKind.TAG else after,
+        commit=tag_commit(body, after) if kind is deliveries.RefKind.TAG else after,
         before=before,
         deleted=deleted,
         forced=forced,
@@ -148,16 +148,16 @@ class GitHubProvider(base.SingleEventProvider):
     def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
         return base.with_hex_signature(headers, "X-Hub-Signature-256", credential["github"], body, prefix="sha256=")
 
-    def parse_event(self, request: base.WebhookRequest) -> events.Parsed:
+    def parse_event(self, request: base.WebhookRequest) -> deliveries.Parsed:
         event = base.require_header(request, "X-GitHub-Event")
         delivery = self.delivery_id(request)
         document = base.json_document(request, allow_form=True)
         if event == "ping":
             base.require_object(document)
-            return events.Ping(self.name, delivery, repository_urls(document, "repository"))
+            return deliveries.Ping(self.name, delivery, repository_urls(document, "repository"))
         if event == "push":
             return parse_push(self.name, delivery, document)
-        return events.Ignored(
+        return deliveries.Ignored(
             self.name,
             delivery,
             event=event,

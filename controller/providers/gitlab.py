@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from controller import events
+from controller import deliveries
 from controller.providers import base, files
 
 PUSH_EVENTS = frozenset({"Push Hook", "Tag Push Hook"})
@@ -127,14 +127,14 @@ class GitLabProvider(base.SingleEventProvider):
     def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
         return {**headers, "X-Gitlab-Token": credential["gitlab"].decode()}  # GitLab sends the token itself
 
-    def parse_event(self, request: base.WebhookRequest) -> events.Parsed:
+    def parse_event(self, request: base.WebhookRequest) -> deliveries.Parsed:
         event = base.require_header(request, "X-Gitlab-Event")
         delivery = self.delivery_id(request)
         document = base.require_object(base.json_document(request, allow_form=False))
         if event == "System Hook":
             kind = base.text(document, "event_name") or base.text(document, "object_kind")
             if kind not in SYSTEM_PUSH_KINDS:
-                return events.Ignored(
+                return deliveries.Ignored(
                     self.name,
                     delivery,
                     event=f"System Hook ({kind or 'unknown'})",
@@ -142,7 +142,7 @@ class GitLabProvider(base.SingleEventProvider):
                     repo_urls=repository_urls(document),
                 )
         elif event not in PUSH_EVENTS:
-            return events.Ignored(
+            return deliveries.Ignored(
                 self.name,
                 delivery,
                 event=event,
@@ -151,9 +151,9 @@ class GitLabProvider(base.SingleEventProvider):
             )
         return self._push(delivery, document)
 
-    def _push(self, delivery: str | None, document: dict[str, Any]) -> events.PushEvent:
+    def _push(self, delivery: str | None, document: dict[str, Any]) -> deliveries.PushEvent:
         urls = base.require_urls(repository_urls(document), "project")
-        kind, name = events.split_ref(base.require_text(document, "ref"))
+        kind, name = deliveries.split_ref(base.require_text(document, "ref"))
         checkout = base.optional_sha(document, "checkout_sha")
         # Some GitLab versions and system hooks leave `after` out when `checkout_sha` names the commit.
         after = base.require_sha(document, "after") if checkout is None or "after" in document else checkout
@@ -169,7 +169,7 @@ class GitLabProvider(base.SingleEventProvider):
             total=files.count(document, "total_commits_count"),
             cap=LISTED_COMMITS,
         )
-        return events.PushEvent(
+        return deliveries.PushEvent(
             provider=self.name,
             delivery_id=delivery,
             repo_urls=urls,

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from controller import events
+from controller import deliveries
 from controller.providers import base, github
 
 # Gogs and Gitea cut `commits` to `[ui] FEED_MAX_COMMIT_NUM` (default 5) commits.
@@ -97,7 +97,7 @@ class GogsProvider(base.SingleEventProvider):
         stream.update(message)
         return stream.verdict()
 
-    def parse_event(self, request: base.WebhookRequest) -> events.Parsed:
+    def parse_event(self, request: base.WebhookRequest) -> deliveries.Parsed:
         event = base.first_header(request, *self.event_headers)
         if event is None:
             raise base.PayloadError(f"header {self.event_headers[0]} is missing")
@@ -109,7 +109,7 @@ class GogsProvider(base.SingleEventProvider):
             )
         if event == "create" and self.tag_create_is_push and base.text(document, "ref_type") == "tag":
             return self._tag_created(delivery, document)
-        return events.Ignored(
+        return deliveries.Ignored(
             self.name,
             delivery,
             event=event,
@@ -117,25 +117,25 @@ class GogsProvider(base.SingleEventProvider):
             repo_urls=github.repository_urls(document, "repository"),
         )
 
-    def _tag_created(self, delivery: str | None, document: object) -> events.Parsed:
+    def _tag_created(self, delivery: str | None, document: object) -> deliveries.Parsed:
         """A Gogs `create` of a tag, as the push of that tag (see the module docstring)."""
         body = base.require_object(document)
         base.require_field_object(body, "repository")
         urls = base.require_urls(github.repository_urls(body, "repository"), "repository")
         name = base.require_text(body, "ref").removeprefix("refs/tags/")
         if base.dig(body, "sha") is None:
-            return events.Ignored(
+            return deliveries.Ignored(
                 self.name,
                 delivery,
                 event="create",
                 reason="this Gogs version sends no 'sha' for a created tag; upgrade Gogs (0.12+) to trigger on tags",
                 repo_urls=urls,
             )
-        return events.PushEvent(
+        return deliveries.PushEvent(
             provider=self.name,
             delivery_id=delivery,
             repo_urls=urls,
-            ref_kind=events.RefKind.TAG,
+            ref_kind=deliveries.RefKind.TAG,
             ref_name=name,
             commit=base.require_sha(body, "sha"),
         )

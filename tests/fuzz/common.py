@@ -26,7 +26,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from controller.events import Ignored, Ping, PushEvent, RefKind
+from controller.deliveries import Ignored, Ping, PushEvent, RefKind
 from controller.normalize import repo_key
 from controller.providers import PROVIDERS, Provider, by_name
 from controller.providers.base import (

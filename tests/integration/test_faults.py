@@ -23,7 +23,7 @@ from kubernetes import client
 
 from controller.config import load_text
 from controller.decisions import CommitHistory
-from controller.events import PushEvent, RefKind
+from controller.deliveries import PushEvent, RefKind
 from controller.index import GitRepoIndex
 from controller.kube import GROUP, PLURAL, VERSION, GitRepoWatcher, Kube, WatchEvent, load_api_client
 from controller.reload import ConfigReloader

@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.events import PushEvent
+from controller.deliveries import PushEvent
 from controller.logs import CLIENT_ERRORS
 from controller.providers import by_name
 from controller.providers.base import WebhookRequest

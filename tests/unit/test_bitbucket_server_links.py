@@ -13,7 +13,7 @@ import pytest
 
 from controller import config as cfg
 from controller import providers
-from controller.events import Ignored, PushEvent, RefKind
+from controller.deliveries import Ignored, PushEvent, RefKind
 from controller.normalize import repo_key
 from controller.providers.base import PayloadError, WebhookRequest
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controller.decisions import collapse
-from controller.events import ChangedFiles, PushEvent
+from controller.deliveries import ChangedFiles, PushEvent
 from controller.providers import by_name
 from controller.providers.base import PayloadError, WebhookRequest
 from tests.support import ZERO, fixture, parse_one, sha

@@ -7,7 +7,7 @@ from typing import Any
 
 from controller.config import load_text
 from controller.decisions import Action, CommitHistory, plan, ref_mismatch
-from controller.events import PushEvent, RefKind
+from controller.deliveries import PushEvent, RefKind
 from controller.index import GitRepoIndex, gitrepo_info
 from tests.support import sha
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.events import PushEvent, RefKind
+from controller.deliveries import PushEvent, RefKind
 from controller.ledger import MAX_ENTRIES, Ledger
 from tests.support import sha
 

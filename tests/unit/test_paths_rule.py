@@ -10,7 +10,7 @@ import pytest
 from controller import paths
 from controller.config import load_text
 from controller.decisions import Action, CommitHistory, plan
-from controller.events import ChangedFiles, PushEvent, RefKind
+from controller.deliveries import ChangedFiles, PushEvent, RefKind
 from controller.explain import explain, render_json, render_text
 from controller.index import ALSO_TRIGGER_ON_PATHS_ANNOTATION, TRIGGER_ON_PATHS_ANNOTATION, gitrepo_info
 from tests.support import sha

@@ -8,7 +8,7 @@ from typing import Any
 
 from controller.config import load_text
 from controller.decisions import CommitHistory, collapse, plan_delivery
-from controller.events import PushEvent, RefKind
+from controller.deliveries import PushEvent, RefKind
 from controller.index import GitRepoIndex, gitrepo_info
 from controller.metrics import Metrics
 from controller.pipeline import Pipeline, Receiver

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller import events, providers
-from controller.events import ChangedFiles, Ignored, Ping, PushEvent, RefKind
+from controller import deliveries, providers
+from controller.deliveries import ChangedFiles, Ignored, Ping, PushEvent, RefKind
 from controller.providers.base import (
     Credential,
     PayloadError,
@@ -110,7 +110,7 @@ def form_encoded(req: WebhookRequest) -> WebhookRequest:
     return with_body(req, body, "application/x-www-form-urlencoded")
 
 
-def only(parsed: events.Parsed) -> PushEvent:
+def only(parsed: deliveries.Parsed) -> PushEvent:
     assert isinstance(parsed, PushEvent), parsed
     return parsed
 

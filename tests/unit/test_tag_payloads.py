@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from controller import providers
-from controller.events import Ignored, PushEvent, RefKind
+from controller.deliveries import Ignored, PushEvent, RefKind
 from controller.providers.base import PayloadError, WebhookRequest
 from tests.support import parse_one
 
