@@ -141,7 +141,7 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: config loaded and the GitRepo index synced (and not shutting down)."""
+    """Ready: config loaded, the GitRepo index synced, every background task alive, not shutting down."""
     r = request.app[RECEIVER]
     status = r.holder.status
     body: dict[str, Any] = {
@@ -154,7 +154,9 @@ async def readyz(request: web.Request) -> web.Response:
         body["configError"] = status.last_error
     if r.index.watch_error:
         body["watchError"] = r.index.watch_error  # the index may be stale; still ready, as Fleet would poll
-    ready = r.index.synced and r.accepting
+    if r.background.failures:
+        body["backgroundFailures"] = r.background.failures
+    ready = r.index.synced and r.accepting and not r.background.failures
     body["status"] = "ready" if ready else "not ready"
     return json_response(200 if ready else 503, body)
 

@@ -55,6 +55,7 @@ from controller.providers.base import (
 )
 from controller.reload import ConfigHolder
 from controller.secrets import SecretStore, SecretUnavailable
+from controller.supervisor import Supervisor
 from controller.updater import GitRepoUpdater, Outcome, WriteResult
 
 log = logging.getLogger("fleet_webhook.receiver")
@@ -105,6 +106,8 @@ class Receiver:
     accepting: bool = True
     # --shared-order: each GitRepo's ledger annotation is the commit order (updater.py), not `histories`.
     shared_order: bool = False
+    # The background tasks `serve` runs; one that died makes /readyz fail (controller/supervisor.py).
+    background: Supervisor = field(default_factory=Supervisor)
 
     def history_for(self, route: Route) -> CommitHistory:
         """Commit order learnt from this route's deliveries only, so one tenant cannot poison another's.

@@ -214,11 +214,12 @@ async def serve(settings: Settings) -> int:
             "summary": config.summary(),
         },
     )
-    tasks: list[asyncio.Task[None]] = [asyncio.create_task(polling_fallback(receiver, parts.updater, stop))]
+    background = receiver.background
+    background.start("polling fallback", polling_fallback(receiver, parts.updater, stop))
     reloader = None
     if settings.config is not None:
         reloader = ConfigReloader(settings.config, receiver.holder, reload_callback(receiver.metrics))
-        tasks.append(asyncio.create_task(reloader.run()))
+        background.start("config reloader", reloader.run())
 
     await stop.wait()
     receiver.accepting = False  # /readyz now answers 503
@@ -236,9 +237,7 @@ async def serve(settings: Settings) -> int:
     await runner.cleanup()  # closes idle keep-alive connections, cancels what is still running
     if probe_runner is not None:
         await probe_runner.cleanup()  # last, so /readyz kept saying "not ready" until the end
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await background.stop()
     await parts.close()
     log.info("stopped")
     return 0

@@ -15,7 +15,7 @@ from kubernetes import client
 
 from controller.index import TRIGGER_ON_PATHS_ANNOTATION
 from tests.conftest import SUMMARY_LINES
-from tests.e2e.test_push_to_job import JOB_WITHIN, QUIET, clone_url, hook
+from tests.e2e.steps import JOB_WITHIN, QUIET, clone_url, hook
 from tools.e2e import GROUP, PLURAL, VERSION, Stack
 from tools.fleet import list_jobs
 from tools.gitea import Worktree

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.e2e.test_push_to_job import JOB_WITHIN, hook, track
+from tests.e2e.steps import JOB_WITHIN, hook, track
 from tools.e2e import Stack
 from tools.gitea import Worktree
 

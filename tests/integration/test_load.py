@@ -26,8 +26,8 @@ from kubernetes import client, watch
 
 from controller.kube import GROUP, PLURAL, VERSION
 from tests.conftest import SUMMARY_LINES
+from tests.factories import forms
 from tests.integration.receiver_env import ReceiverEnv
-from tests.integration.test_receiver import forms
 from tests.support import PROVIDERS, delivery, secret_data, sha
 
 SCALE = float(os.environ.get("FLEET_WEBHOOK_LOAD_SCALE", "1"))

@@ -10,28 +10,13 @@ import pytest
 from kubernetes import client
 
 from controller.index import MANAGED_INTERVAL_ANNOTATION
+from tests.factories import forms
 from tests.integration.receiver_env import ReceiverEnv
 from tests.support import PROVIDERS, Delivery, delivery, secret_data, sha, sign
 
 SECRET = "integration-secret-5f2a"
 
 # Per provider: the web/clone URL its payload names, and the SSH form a GitRepo may use instead.
-REPO_FORMS: dict[str, tuple[str, str]] = {
-    "github": ("https://github.com/example-org/{r}", "git@github.com:example-org/{r}.git"),
-    "gitlab": ("https://gitlab.example.com/platform/{r}", "git@gitlab.example.com:platform/{r}.git"),
-    "bitbucket": ("https://bitbucket.org/example-org/{r}", "git@bitbucket.org:example-org/{r}.git"),
-    "bitbucket-server": (
-        "https://bitbucket.example.com/scm/plat/{r}.git",
-        "ssh://git@bitbucket.example.com:7999/plat/{r}.git",
-    ),
-    "gogs": ("https://gogs.example.com/org/{r}", "git@gogs.example.com:org/{r}.git"),
-    "gitea": ("https://gitea.example.com/org/{r}", "git@gitea.example.com:org/{r}.git"),
-    "azure-devops": (
-        "https://dev.azure.com/example-org/Platform/_git/{r}",
-        "git@ssh.dev.azure.com:v3/example-org/Platform/{r}",
-    ),
-    "generic": ("https://git.example.com/platform/{r}.git", "ssh://git@git.example.com:2222/platform/{r}.git"),
-}
 
 
 def all_secrets() -> dict[str, str]:
@@ -47,11 +32,6 @@ async def env(kube_api: client.ApiClient, control_plane: Any, namespace: str) ->
     e.create_secret("gitjob-webhook", all_secrets())
     yield e
     await e.stop()
-
-
-def forms(provider: str, repo: str) -> tuple[str, str]:
-    https, ssh = REPO_FORMS[provider]
-    return https.format(r=repo), ssh.format(r=repo)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

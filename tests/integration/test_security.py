@@ -18,8 +18,8 @@ from kubernetes import client
 
 from controller import logs
 from controller.settings import LogFormat, LogLevel
+from tests.factories import forms
 from tests.integration.receiver_env import ReceiverEnv
-from tests.integration.test_receiver import forms
 from tests.support import AZURE_USER, PROVIDERS, delivery, secret_data, sha, sign
 
 SECRET = "integ-secret-3e8b51"

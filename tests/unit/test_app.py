@@ -10,48 +10,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import make_app
-from controller.config import Config, load_text
-from controller.index import GitRepoIndex, gitrepo_info
-from controller.metrics import Metrics
-from controller.pipeline import Receiver
-from controller.reload import ConfigHolder
-from controller.secrets import SecretStore
-from tests.support import delivery, raw_delivery, secret_data, sha
+from tests.factories import NS, SECRET, gitrepo, receiver
+from tests.support import delivery, raw_delivery, sha
 
-SECRET = "unit-secret"
-NS = "cattle-fleet-system"
 URL = "https://github.com/example-org/fleet-apps"
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
-def gitrepo(
-    name: str, repo: str, branch: str = "main", namespace: str = "fleet-default", **spec: Any
-) -> dict[str, Any]:
-    return {
-        "metadata": {"namespace": namespace, "name": name, "resourceVersion": "1"},
-        "spec": {"repo": repo, "branch": branch, **spec},
-        "status": {},
-    }
-
-
-def receiver(
-    config_text: str = "",
-    secrets: dict[str, dict[str, str]] | None = None,
-    synced: bool = True,
-    gitrepos: list[dict[str, Any]] | None = None,
-) -> Receiver:
-    config: Config = load_text(config_text, "test.yaml")
-    store_data = secrets if secrets is not None else {f"{NS}/gitjob-webhook": secret_data("github", SECRET)}
-
-    async def read(namespace: str, name: str) -> dict[str, bytes] | None:
-        data = store_data.get(f"{namespace}/{name}")
-        return None if data is None else {k: v.encode() for k, v in data.items()}
-
-    index = GitRepoIndex()
-    index.replace_all([i for i in map(gitrepo_info, gitrepos or []) if i is not None])
-    index.synced = synced
-    return Receiver(ConfigHolder(config), index, SecretStore(read, NS), Metrics(), updater=None)
 
 
 async def post(

@@ -34,9 +34,9 @@ from controller.deliveries import PushEvent
 from controller.logs import CLIENT_ERRORS
 from controller.providers import by_name
 from controller.providers.base import WebhookRequest
+from tests.factories import gitrepo, receiver
 from tests.live import DOCUMENTED_CODES, FakeUpdater, LiveServer, RawResponse, build_request, raw_request, read_response
 from tests.support import PROVIDERS, delivery, json_values, replace_one_node, secret_data, sha, sign
-from tests.unit.test_app import gitrepo, receiver
 
 SECRET = "bad-input-secret"
 NS = "cattle-fleet-system"

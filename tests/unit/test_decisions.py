@@ -8,7 +8,8 @@ from typing import Any
 from controller.config import load_text
 from controller.decisions import Action, CommitHistory, plan, ref_mismatch
 from controller.deliveries import PushEvent, RefKind
-from controller.index import GitRepoIndex, gitrepo_info
+from controller.index import gitrepo_info
+from tests.factories import index_of
 from tests.support import sha
 
 URL = "https://github.com/example-org/fleet-apps"
@@ -23,12 +24,6 @@ def gitrepo(
         "spec": {"repo": repo, "branch": branch, **spec},
         "status": status,
     }
-
-
-def index_of(*objs: dict[str, Any]) -> GitRepoIndex:
-    index = GitRepoIndex()
-    index.replace_all([i for i in map(gitrepo_info, objs) if i is not None])
-    return index
 
 
 def push(

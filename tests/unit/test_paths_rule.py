@@ -13,8 +13,8 @@ from controller.decisions import Action, CommitHistory, plan
 from controller.deliveries import ChangedFiles, PushEvent, RefKind
 from controller.explain import explain, render_json, render_text
 from controller.index import ALSO_TRIGGER_ON_PATHS_ANNOTATION, TRIGGER_ON_PATHS_ANNOTATION, gitrepo_info
+from tests.factories import index_of
 from tests.support import sha
-from tests.unit.test_decisions import index_of
 
 URL = "https://github.com/example-org/fleet-apps"
 NO_CONFIG = load_text("{}", "t.yaml")

@@ -22,9 +22,9 @@ import pytest
 from controller import providers
 from controller.logs import CLIENT_ERRORS, JsonFormatter, TextFormatter
 from controller.providers.base import Credential, Verdict, WebhookRequest
+from tests.factories import gitrepo, receiver
 from tests.live import DOCUMENTED_CODES, FakeUpdater, LiveServer, build_request, raw_request
 from tests.support import AZURE_USER, PROVIDERS, delivery, secret_data, sha, sign
-from tests.unit.test_app import gitrepo, receiver
 
 CONTROLLER = Path(__file__).resolve().parents[2] / "controller"
 SECRET = "unit-sec-9b3f0e"
