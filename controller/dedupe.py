@@ -8,8 +8,10 @@ remembered: a delivery that got 503 must be processed again when the provider re
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from cachetools import TTLCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,44 +23,46 @@ class CachedAnswer:
 
 
 class DeliveryCache:
-    """A bounded, time-limited map of (provider, delivery id) -> first answer. Loop-thread only."""
+    """A bounded, time-limited map of (provider, delivery id) -> first answer. Loop-thread only.
 
-    def __init__(self, ttl_seconds: float, max_entries: int) -> None:
+    A `cachetools.TTLCache`: entries expire `ttl_seconds` after they were stored, and when full the
+    least recently used goes first.
+    """
+
+    def __init__(self, ttl_seconds: float, max_entries: int, timer: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[str, str], tuple[float, CachedAnswer]] = OrderedDict()
+        self._timer = timer
+        self._entries: TTLCache[tuple[str, str], CachedAnswer] = self._new(ttl_seconds, max_entries)
+
+    def _new(self, ttl: float, max_entries: int) -> TTLCache[tuple[str, str], CachedAnswer]:
+        return TTLCache(maxsize=max(1, max_entries), ttl=max(ttl, 1e-9), timer=self._timer)
 
     def resize(self, ttl_seconds: float, max_entries: int) -> None:
-        """Apply new limits from a reloaded config."""
+        """Apply new limits from a reloaded config, keeping the newest entries the new limits allow
+        (a kept entry's time starts again: at worst a redelivery is recognised one TTL longer)."""
+        if (ttl_seconds, max_entries) == (self.ttl, self.max_entries):
+            return
+        old = self._entries
+        old.expire()
         self.ttl, self.max_entries = ttl_seconds, max_entries
-        self._evict(time.monotonic())
+        self._entries = self._new(ttl_seconds, max_entries)
+        if ttl_seconds > 0 and max_entries > 0:
+            for key in list(old)[-max_entries:]:  # the newest last
+                self._entries[key] = old[key]
 
     def get(self, provider: str, delivery_id: str | None) -> CachedAnswer | None:
         """The remembered answer, if this delivery was seen within the TTL."""
         if not delivery_id or self.ttl <= 0:
             return None
-        entry = self._entries.get((provider, delivery_id))
-        if entry is None:
-            return None
-        if time.monotonic() - entry[0] > self.ttl:
-            del self._entries[(provider, delivery_id)]
-            return None
-        return entry[1]
+        return self._entries.get((provider, delivery_id))
 
     def put(self, provider: str, delivery_id: str | None, answer: CachedAnswer) -> None:
         """Remember an answer."""
         if not delivery_id or self.ttl <= 0 or self.max_entries <= 0:
             return
-        now = time.monotonic()
-        self._entries[(provider, delivery_id)] = (now, answer)
-        self._entries.move_to_end((provider, delivery_id))
-        self._evict(now)
+        self._entries[(provider, delivery_id)] = answer
 
     def __len__(self) -> int:
+        self._entries.expire()
         return len(self._entries)
-
-    def _evict(self, now: float) -> None:
-        while self._entries and (
-            len(self._entries) > self.max_entries or now - next(iter(self._entries.values()))[0] > self.ttl
-        ):
-            self._entries.popitem(last=False)

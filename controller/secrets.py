@@ -69,6 +69,7 @@ class SecretStore:
         self._reader = reader
         self._namespace = controller_namespace
         self.ttl = ttl
+        # Not a cachetools.TTLCache: an expired entry is still the answer while the API is unreachable.
         self._cache: dict[tuple[str, str, str], tuple[float, dict[str, bytes] | None]] = {}
         self._sets: dict[tuple[int, tuple[str, ...], str], tuple[dict[str, bytes] | None, list[Credential]]] = {}
 
