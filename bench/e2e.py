@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -51,7 +51,10 @@ class CommitWatch:
         self.seen: dict[str, float] = {}
         self._stop = threading.Event()
         self._watch: Any = None
-        listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, limit=1)
+        # The client declares custom objects as `object`; a list is the decoded JSON mapping.
+        listing = cast(
+            dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, limit=1)
+        )
         self._rv = listing["metadata"]["resourceVersion"]
         self._thread = threading.Thread(target=self._run, name="bench-watch", daemon=True)
         self.error: str | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import socket
 import sys
@@ -134,7 +135,7 @@ async def run(spec: dict[str, Any], port: int, connections: int, warmup: float, 
     for _ in range(connections):
         fut: asyncio.Future[None] = loop.create_future()
         closed.append(fut)
-        await loop.create_connection(lambda fut=fut: Connection(gen, fut), "127.0.0.1", port)
+        await loop.create_connection(functools.partial(Connection, gen, fut), "127.0.0.1", port)
     start = time.perf_counter()
     gen.window = (start + warmup, start + warmup + duration)
     await asyncio.sleep(warmup)

@@ -162,7 +162,7 @@ def run(
 
 def rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
     """Table rows for bench/report.py: the three modes side by side, median then p95."""
-    out = []
+    out: list[tuple[str, ...]] = []
     for stat in ("median", "p95"):
         ours, fleets, polling = (r[m][stat] for m in MODES)
         out.append(

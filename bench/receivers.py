@@ -246,8 +246,8 @@ async def _size(
         sent = sum(b["sent"] for b in mine)
         visible = [v for b in mine for v in b["visible_ms"]]
         statuses: dict[str, int] = {}
-        for b in mine:
-            for code, n in b["statuses"].items():
+        for block in mine:
+            for code, n in block["statuses"].items():
                 statuses[code] = statuses.get(code, 0) + n
         cpu = sum(b["cpu_s"] for b in mine)
         elapsed = sum(b["elapsed_s"] for b in mine)

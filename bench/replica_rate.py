@@ -72,7 +72,7 @@ def main() -> None:
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         ns = "bench"
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-        data = {"github": base64.b64encode(SECRET.encode()).decode()}
+        data: dict[str, bytes | str] = {"github": base64.b64encode(SECRET.encode()).decode()}
         core.create_namespaced_secret(
             ns, client.V1Secret(metadata=client.V1ObjectMeta(name="gitjob-webhook"), data=data)
         )

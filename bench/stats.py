@@ -45,7 +45,8 @@ def spread_pct(s: dict[str, Any]) -> float | None:
     """(max - min) / median in percent: how noisy the repetitions were."""
     if not s.get("n") or not s.get("median"):
         return None
-    return round(100.0 * (s["max"] - s["min"]) / s["median"], 1)
+    spread: float = 100.0 * (s["max"] - s["min"]) / s["median"]
+    return round(spread, 1)
 
 
 def ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:

@@ -43,7 +43,8 @@ def check_ours(server: ServerProcess) -> dict[str, Any]:
     d = data.push_delivery()
     req = urllib.request.Request(f"http://127.0.0.1:{server.port}/", data=d.body, headers=d.headers, method="POST")
     with urllib.request.urlopen(req, timeout=10) as resp:
-        status, body = resp.status, json.loads(resp.read())
+        status = resp.status
+        body: dict[str, Any] = json.loads(resp.read())
     unchanged = {(e["namespace"], e["name"]) for e in body.get("unchanged", [])}
     if status != 200 or body.get("updated") or unchanged != data.TRIGGERED:
         raise AssertionError(f"receiver did not answer 'unchanged' for the targets: {status} {body}")

@@ -26,7 +26,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -235,10 +235,11 @@ class Stack:
 
     def gitrepo(self, namespace: str, name: str) -> dict[str, Any]:
         assert self.api is not None
-        obj: dict[str, Any] = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name
+        # The client declares custom objects as `object`; they are the decoded JSON mapping.
+        return cast(
+            dict[str, Any],
+            client.CustomObjectsApi(self.api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
         )
-        return obj
 
     def jobs(self, namespace: str, gitrepo: str) -> list[dict[str, Any]]:
         """Fleet's Jobs for one GitRepo, as {name, gitrepo, commit, created}."""
@@ -315,8 +316,8 @@ class Stack:
         parts.append("gitea log:\n" + self.gitea.log_tail(10))
         return parts
 
-    def events(self, namespace: str, gitrepo: str) -> list[tuple[str, str]]:
-        """(reason, message) of the Events on a GitRepo."""
+    def events(self, namespace: str, gitrepo: str) -> list[tuple[str | None, str | None]]:
+        """(reason, message) of the Events on a GitRepo (the API leaves either unset at times)."""
         assert self.api is not None
         events = client.CoreV1Api(self.api).list_namespaced_event(namespace).items
         return [(e.reason, e.message) for e in events if e.involved_object.name == gitrepo]

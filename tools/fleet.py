@@ -166,6 +166,7 @@ def list_jobs(api: ApiClient, namespace: str, gitrepo: str | None = None) -> lis
     out = []
     for job in jobs:
         meta = job.metadata
+        assert meta is not None  # the API server always returns an object's metadata
         owner = next((o.name for o in meta.owner_references or [] if o.kind == "GitRepo"), None)
         if gitrepo is not None and owner != gitrepo:
             continue

@@ -40,7 +40,7 @@ def with_provider_blocks(schema: dict[str, Any]) -> dict[str, Any]:
         }
         for p in PROVIDERS
     }
-    out = json.loads(json.dumps(schema))
+    out: dict[str, Any] = json.loads(json.dumps(schema))
     out["properties"]["providers"]["properties"] = blocks
     return out
 

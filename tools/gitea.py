@@ -395,9 +395,8 @@ class Worktree:
 
     def remote_commit(self, ref: str) -> str:
         """The commit `ref` (refs/heads/x, refs/tags/y) names on Gitea now, tags peeled."""
-        lines = dict(
-            reversed(line.split("\t", 1)) for line in self.git("ls-remote", "origin", ref, ref + "^{}").splitlines()
-        )
+        listing = self.git("ls-remote", "origin", ref, ref + "^{}").splitlines()
+        lines = {name: sha for sha, name in (line.split("\t", 1) for line in listing)}
         commit = lines.get(ref + "^{}") or lines.get(ref)
         if not commit:
             raise GiteaError(f"{ref} does not exist on {self.repo}")
