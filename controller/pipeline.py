@@ -31,11 +31,11 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from controller import providers as registry
 from controller.body import Body, BodyBudget
-from controller.config import Config, ProviderConfig, Route
+from controller.config import Config, PollingPolicy, ProviderConfig, Route
 from controller.decisions import Action, CommitHistory, Decision, plan_delivery
 from controller.dedupe import CachedAnswer, DeliveryCache
 from controller.deliveries import Ignored, Parsed, Ping, PushEvent
@@ -56,7 +56,7 @@ from controller.providers.base import (
 from controller.reload import ConfigHolder
 from controller.secrets import SecretStore, SecretUnavailable
 from controller.supervisor import Supervisor
-from controller.updater import GitRepoUpdater, Outcome, WriteResult
+from controller.updater import Outcome, WriteResult
 
 log = logging.getLogger("fleet_webhook.receiver")
 
@@ -88,6 +88,14 @@ class LogBudget:
         return suppressed
 
 
+class CommitWriter(Protocol):
+    """What the pipeline needs of the writer: controller.updater.GitRepoUpdater, or a test's recording fake."""
+
+    async def record(
+        self, info: GitRepoInfo, event: PushEvent, policy: PollingPolicy, deadline: float, history: CommitHistory, /
+    ) -> WriteResult: ...
+
+
 @dataclass
 class Receiver:
     """Everything a delivery needs. Only `holder.current` and `index` change, each swapped atomically."""
@@ -96,7 +104,7 @@ class Receiver:
     index: GitRepoIndex
     secrets: SecretStore
     metrics: Metrics
-    updater: GitRepoUpdater | None
+    updater: CommitWriter | None
     budget: BodyBudget = field(default_factory=lambda: BodyBudget(16 << 20, 256 << 20, 256 << 10))
     parsers: Parsers = field(default_factory=Parsers)
     histories: dict[str, CommitHistory] = field(default_factory=dict)

@@ -13,7 +13,7 @@ import pytest
 
 from controller import config as cfg
 from controller import providers
-from controller.deliveries import Ignored, PushEvent, RefKind
+from controller.deliveries import Ignored, Parsed, PushEvent, RefKind
 from controller.normalize import repo_key
 from controller.providers.base import PayloadError, WebhookRequest
 
@@ -35,7 +35,7 @@ def document() -> dict[str, object]:
     return doc
 
 
-def parse() -> tuple[object, ...]:
+def parse() -> tuple[Parsed, ...]:
     return providers.by_name("bitbucket-server").parse(request())
 
 

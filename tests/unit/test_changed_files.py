@@ -58,7 +58,7 @@ def test_added_modified_and_removed_all_count_and_a_rename_names_both_sides() ->
         doc["commits"][-1].update(added=["apps/new/x.yaml"], modified=[], removed=["apps/old/x.yaml"])
 
     changes = parse("gitea", "push", edit).changes
-    assert changes.paths == {"apps/new/x.yaml", "apps/old/x.yaml"}
+    assert changes.paths == frozenset({"apps/new/x.yaml", "apps/old/x.yaml"})
 
 
 @pytest.mark.parametrize("provider", ["bitbucket", "bitbucket-server", "azure-devops", "generic"])
@@ -177,7 +177,7 @@ def test_generic_changed_files() -> None:
     def edit(doc: dict[str, Any]) -> None:
         doc.update(before=sha("b"), changedFiles=["apps/a/x.yaml", "apps/b/y.yaml"])
 
-    assert parse("generic", "push", edit).changes.paths == {"apps/a/x.yaml", "apps/b/y.yaml"}
+    assert parse("generic", "push", edit).changes.paths == frozenset({"apps/a/x.yaml", "apps/b/y.yaml"})
     without_before = parse("generic", "push", lambda doc: doc.update(changedFiles=["a/x"], before=None))
     assert without_before.changes.unknown.startswith("changedFiles without a 'before' commit")
 

@@ -10,6 +10,7 @@ import pytest
 
 from controller import config as cfg
 from controller.cli import main as cli_main
+from controller.providers import PROVIDER_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "config").glob("*.yaml"))
@@ -89,7 +90,6 @@ def test_package_schema_is_the_source_schema() -> None:
 def test_the_schema_has_one_block_per_registered_provider_with_its_own_options() -> None:
     """The provider blocks are generated (tools/gen_config_schema.py): the committed schema is current,
     names exactly the registry's providers, and each block accepts its provider's own option."""
-    from controller.providers import PROVIDER_NAMES
     from tools.gen_config_schema import main as gen_config_schema
 
     assert gen_config_schema(["--check"]) == 0, "run `make chart-schema`"
@@ -219,7 +219,7 @@ INVALID: list[tuple[str, str, int, str, str]] = [
     ),
     (
         "all providers disabled",
-        "providers:\n" + "".join(f"  {p}: {{enabled: false}}\n" for p in cfg.PROVIDER_NAMES),
+        "providers:\n" + "".join(f"  {p}: {{enabled: false}}\n" for p in PROVIDER_NAMES),
         1,
         "$.providers",
         "every provider is disabled",
