@@ -237,7 +237,7 @@ def random_inputs(provider: str, seed: int, count: int) -> Iterator[bytes]:
 def main(target: Target) -> None:
     """Fuzz `target` with the command line's arguments: atheris when installed, else replay the given files."""
     try:
-        import atheris  # type: ignore[import-not-found]
+        import atheris
     except ImportError:
         paths = [Path(a) for a in sys.argv[1:] if not a.startswith("-")]
         files = [f for p in paths for f in (sorted(p.iterdir()) if p.is_dir() else [p])]

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp.test_utils import TestClient, TestServer
 from kubernetes import client
@@ -67,7 +67,7 @@ class ReceiverEnv:
     def create_secret(self, name: str, data: dict[str, str], namespace: str | None = None) -> None:
         """Create or replace a Secret."""
         ns = namespace or self.namespace
-        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        encoded: dict[str, bytes | str] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
         secret = client.V1Secret(metadata=client.V1ObjectMeta(name=name), data=encoded)
         try:
             self.core.create_namespaced_secret(ns, secret)
@@ -84,10 +84,11 @@ class ReceiverEnv:
 
     def gitrepo(self, name: str, namespace: str | None = None) -> dict[str, Any]:
         """The GitRepo as stored."""
-        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace or self.namespace, PLURAL, name
+        # The client declares custom objects as `object`; they are the decoded JSON mapping.
+        return cast(
+            dict[str, Any],
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace or self.namespace, PLURAL, name),
         )
-        return obj
 
     def webhook_commit(self, name: str, namespace: str | None = None) -> str | None:
         """status.webhookCommit as stored (None when unset)."""

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def send_curl(command: str) -> tuple[int, dict[str, object]]:
+def send_curl(command: str) -> tuple[int, dict[str, Any]]:
     """Execute a printed `curl -H ... --data-binary @file URL` with urllib (no curl needed)."""
     args = shlex.split(command)
     assert args[0] == "curl"
@@ -70,7 +71,7 @@ def test_make_run_demo_headless() -> None:
         printed = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in lines if ": " in line}
         status, body = send_curl(printed["CURL"])
         assert status == 200
-        updated = {u["name"] for u in body["updated"]}  # type: ignore[union-attr]
+        updated = {u["name"] for u in body["updated"]}
         assert updated == {"apps-main", "apps-ssh"}
         api = shlex.split(printed["API"])
         out = subprocess.run(api, capture_output=True, text=True, timeout=10, check=True).stdout

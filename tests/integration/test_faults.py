@@ -14,7 +14,7 @@ import logging
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,16 @@ from controller.config import load_text
 from controller.decisions import CommitHistory
 from controller.deliveries import PushEvent, RefKind
 from controller.index import GitRepoIndex
-from controller.kube import GROUP, PLURAL, VERSION, GitRepoWatcher, Kube, WatchEvent, load_api_client
+from controller.kube import (
+    GROUP,
+    LIST_PAGE_SIZE,
+    PLURAL,
+    VERSION,
+    GitRepoWatcher,
+    Kube,
+    WatchEvent,
+    load_api_client,
+)
 from controller.reload import ConfigReloader
 from controller.runtime import reload_callback
 from controller.sync import IndexSync
@@ -56,7 +65,7 @@ def own_api(own_cp: ControlPlane) -> Iterator[client.ApiClient]:
 
 
 @pytest.fixture
-def own_ns(own_cp: ControlPlane, own_api: client.ApiClient) -> Iterator[str]:
+def own_ns(own_cp: ControlPlane, own_api: client.ApiClient) -> str:
     if not own_cp.running()["kube-apiserver"]:  # a previous test died mid-outage
         own_cp.start_apiserver()
     name = f"f-{uuid.uuid4().hex[:8]}"
@@ -258,11 +267,14 @@ async def test_expired_watch_relists_and_keeps_the_index_current(
     lists: list[str] = []
     real_list = kube.list_gitrepos
 
-    def list_then_go_stale(namespace: str | None, **kwargs: Any) -> tuple[list[Any], str]:
-        items, rv = real_list(namespace, **kwargs)
+    def list_then_go_stale(
+        namespace: str | None, convert: Callable[[dict[str, Any]], Any] | None = None, page_size: int = LIST_PAGE_SIZE
+    ) -> tuple[list[Any], str]:
+        items, rv = real_list(namespace, convert, page_size)
         lists.append(rv)
         return (items, "1") if len(lists) == 1 else (items, rv)
 
+    # Deliberate monkeypatch of one instance's method (mypy forbids assigning to a method).
     kube.list_gitrepos = list_then_go_stale  # type: ignore[method-assign]
     index = GitRepoIndex()
     sync = IndexSync(kube, index, asyncio.get_running_loop())
@@ -322,6 +334,7 @@ def interpose(env: ReceiverEnv, before_first_write: Any) -> list[str]:
         obj: dict[str, Any] = await real(namespace, name, status, resource_version)
         return obj
 
+    # Deliberate monkeypatch of one instance's method (mypy forbids assigning to a method).
     kube.patch_gitrepo_status = patched  # type: ignore[method-assign]
     return versions
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kubernetes import client
@@ -51,8 +51,12 @@ def served(control_plane: Any, kube_api: client.ApiClient, namespace: str, tmp_p
 
 
 def gitrepo_commit(kube_api: client.ApiClient, namespace: str, name: str = "intake") -> str:
-    obj = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        "fleet.cattle.io", "v1alpha1", namespace, "gitrepos", name
+    # The client declares custom objects as `object`; they are the decoded JSON mapping.
+    obj = cast(
+        dict[str, Any],
+        client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+            "fleet.cattle.io", "v1alpha1", namespace, "gitrepos", name
+        ),
     )
     return str(obj.get("status", {}).get("webhookCommit", ""))
 

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -73,7 +73,8 @@ class CommitObserver:
         self._thread.join(10)
 
     def _run(self) -> None:
-        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        # The client declares custom objects as `object`; a list is the decoded JSON mapping.
+        listed = cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL))
         version = listed["metadata"]["resourceVersion"]
         self._ready.set()
         while not self._stop.is_set():  # short watches, each resumed where the last one ended

@@ -123,45 +123,51 @@ async def test_a_refused_interval_shows_in_the_answer_and_metrics(env: ReceiverE
     """An admission policy (as a cluster may have) refuses `1h`: the answer says so, the metric counts it."""
     admission = client.AdmissionregistrationV1Api(kube_api)
     name = f"no-hourly-polling-{env.namespace}"
+    # The client validates a plain dict body into the model itself (pydantic validate_call); done here so
+    # the argument has the declared type.
     admission.create_validating_admission_policy(
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {
-                    "resourceRules": [
+        client.V1ValidatingAdmissionPolicy.model_validate(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": name},
+                "spec": {
+                    "failurePolicy": "Fail",
+                    "matchConstraints": {
+                        "resourceRules": [
+                            {
+                                "apiGroups": [GROUP],
+                                "apiVersions": [VERSION],
+                                "operations": ["UPDATE"],
+                                "resources": ["gitrepos"],
+                            }
+                        ]
+                    },
+                    "validations": [
                         {
-                            "apiGroups": [GROUP],
-                            "apiVersions": [VERSION],
-                            "operations": ["UPDATE"],
-                            "resources": ["gitrepos"],
+                            "expression": "!has(object.spec.pollingInterval) || object.spec.pollingInterval != '1h'",
+                            "message": "hourly polling is not allowed in this namespace",
                         }
-                    ]
+                    ],
                 },
-                "validations": [
-                    {
-                        "expression": "!has(object.spec.pollingInterval) || object.spec.pollingInterval != '1h'",
-                        "message": "hourly polling is not allowed in this namespace",
-                    }
-                ],
-            },
-        }
+            }
+        )
     )
     admission.create_validating_admission_policy_binding(
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": name},
-            "spec": {
-                "policyName": name,
-                "validationActions": ["Deny"],
-                "matchResources": {
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.namespace}}
+        client.V1ValidatingAdmissionPolicyBinding.model_validate(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": name},
+                "spec": {
+                    "policyName": name,
+                    "validationActions": ["Deny"],
+                    "matchResources": {
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.namespace}}
+                    },
                 },
-            },
-        }
+            }
+        )
     )
     try:
         env.create_gitrepo("refused", HTTPS)
