@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -18,6 +18,14 @@ from kubernetes import client
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "chart"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+
+T = TypeVar("T")
+
+
+def present(value: T | None) -> T:
+    """`value`, asserted set: the client's models declare nearly every field optional, even ones the API fills."""
+    assert value is not None
+    return value
 
 
 def find_tool(name: str) -> Path:
@@ -103,7 +111,7 @@ def unique(prefix: str) -> str:
 
 def create_secret(api: client.ApiClient, namespace: str, name: str, data: dict[str, str]) -> None:
     """Create a Secret as admin."""
-    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    encoded: dict[str, bytes | str] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
     client.CoreV1Api(api).create_namespaced_secret(
         namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), data=encoded)
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.chart.support import CHART, Helm, by_kind, unique
+from tests.chart.support import CHART, Helm, by_kind, present, unique
 from tools.controlplane import ControlPlane
 
 ON = "fleetReceiverNetworkPolicy.enabled=true"
@@ -74,6 +74,7 @@ def test_the_api_server_stores_the_policy(
         kubeconfig=control_plane.kubeconfig,
     )
     policies = client.NetworkingV1Api(kube_api).list_namespaced_network_policy(release_namespace).items
-    (stored,) = [p for p in policies if p.metadata.name.endswith("-close-gitjob")]
-    assert stored.spec.pod_selector.match_labels == {"app": "gitjob"}
-    assert [(p.port, p.protocol) for rule in stored.spec.ingress for p in rule.ports] == [(8081, "TCP")]
+    (stored,) = [p for p in policies if present(present(p.metadata).name).endswith("-close-gitjob")]
+    spec = present(stored.spec)
+    assert present(spec.pod_selector).match_labels == {"app": "gitjob"}
+    assert [(p.port, p.protocol) for rule in present(spec.ingress) for p in present(rule.ports)] == [(8081, "TCP")]

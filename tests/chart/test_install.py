@@ -17,7 +17,7 @@ from kubernetes import client
 
 from controller.config import load_file
 from controller.reload import ConfigHolder, ConfigReloader, file_digest
-from tests.chart.support import CHART, CI_VALUES, Helm, create_namespace, unique
+from tests.chart.support import CHART, CI_VALUES, Helm, create_namespace, present, unique
 from tools.controlplane import ControlPlane
 
 TEAM_NAMESPACES = ("team-a", "team-b")  # named by ci/namespaced-values.yaml
@@ -48,8 +48,8 @@ def test_server_side_dry_run_then_install(
     (deployment,) = client.AppsV1Api(kube_api).list_namespaced_deployment(release_namespace, label_selector=mine).items
     configmaps = core.list_namespaced_config_map(release_namespace, label_selector=mine).items
     (configmap,) = [c for c in configmaps if "config.yaml" in (c.data or {})]  # not the Grafana dashboard
-    volumes = {v.name: v for v in deployment.spec.template.spec.volumes}
-    assert volumes["config"].config_map.name == configmap.metadata.name
+    volumes = {v.name: v for v in present(present(deployment.spec.template.spec).volumes)}
+    assert present(volumes["config"].config_map).name == present(configmap.metadata).name
 
 
 def helm_install(helm: Helm, cp: ControlPlane, verb: str, release: str, namespace: str, *sets: str) -> None:
@@ -68,14 +68,16 @@ def test_install_then_upgrade_reconfigures_without_a_rollout(
     rbac = client.RbacAuthorizationV1Api(kube_api)
 
     helm_install(helm, control_plane, "install", release, release_namespace)
-    assert core.read_namespaced_config_map(name, release_namespace).data["config.yaml"].rstrip().endswith("{}")
-    assert apps.read_namespaced_deployment(name, release_namespace).metadata.generation == 1
+    assert present(core.read_namespaced_config_map(name, release_namespace).data)["config.yaml"].rstrip().endswith("{}")
+    assert present(apps.read_namespaced_deployment(name, release_namespace).metadata).generation == 1
     assert rbac.read_cluster_role(f"{release_namespace}-{name}").rules
 
     # Config only: the ConfigMap changes, the Deployment's spec does not (no restart; hot reload).
     helm_install(helm, control_plane, "upgrade", release, release_namespace, "config.polling.webhookInterval=2h")
-    assert "webhookInterval: 2h" in core.read_namespaced_config_map(name, release_namespace).data["config.yaml"]
-    assert apps.read_namespaced_deployment(name, release_namespace).metadata.generation == 1
+    assert (
+        "webhookInterval: 2h" in present(core.read_namespaced_config_map(name, release_namespace).data)["config.yaml"]
+    )
+    assert present(apps.read_namespaced_deployment(name, release_namespace).metadata).generation == 1
 
     # A setting (environment) is part of the pod template: the Deployment rolls.
     helm_install(
@@ -88,8 +90,8 @@ def test_install_then_upgrade_reconfigures_without_a_rollout(
         "settings.logLevel=debug",
     )
     deployment = apps.read_namespaced_deployment(name, release_namespace)
-    assert deployment.metadata.generation == 2
-    env = {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}
+    assert present(deployment.metadata).generation == 2
+    env = {e.name: e.value for e in present(present(deployment.spec.template.spec).containers[0].env)}
     assert env["FLEET_WEBHOOK_LOG_LEVEL"] == "debug"
 
     # Narrowing the watch to one namespace swaps the ClusterRole for a Role there.
@@ -132,7 +134,7 @@ async def test_upgraded_configmap_is_hot_reloaded_by_the_receiver(
     core = client.CoreV1Api(kube_api)
     helm_install(helm, control_plane, "install", release, release_namespace, "config.polling.webhookInterval=1h")
     volume = KubeletVolume(tmp_path)
-    volume.write(core.read_namespaced_config_map(name, release_namespace).data)
+    volume.write(present(core.read_namespaced_config_map(name, release_namespace).data))
     config_path = tmp_path / "config.yaml"  # FLEET_WEBHOOK_CONFIG, relative to the mount
     holder = ConfigHolder(load_file(config_path), file_digest(config_path))
     results: list[bool] = []
@@ -142,7 +144,7 @@ async def test_upgraded_configmap_is_hot_reloaded_by_the_receiver(
         await asyncio.sleep(0.3)  # let the watcher start
         assert holder.current.polling.webhook_interval == "1h"
         helm_install(helm, control_plane, "upgrade", release, release_namespace, "config.polling.webhookInterval=3h")
-        volume.write(core.read_namespaced_config_map(name, release_namespace).data)
+        volume.write(present(core.read_namespaced_config_map(name, release_namespace).data))
         deadline = time.monotonic() + 5
         while holder.current.polling.webhook_interval != "3h":
             assert time.monotonic() < deadline, f"config not reloaded; reload results {results}"
@@ -173,10 +175,13 @@ def test_pod_is_admitted_under_pod_security_restricted(
         "metadata": {"name": "receiver", "namespace": namespace},
         "spec": deployment["spec"]["template"]["spec"],
     }
-    assert core.create_namespaced_pod(namespace, pod, dry_run="All").metadata.name == "receiver"
+    # The client validates a plain dict body into V1Pod itself (pydantic validate_call); done here so the
+    # argument has the declared type.
+    created = core.create_namespaced_pod(namespace, client.V1Pod.model_validate(pod), dry_run="All")
+    assert present(created.metadata).name == "receiver"
     # The namespace really enforces: one relaxed field is refused.
     pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
     with pytest.raises(client.ApiException) as refused:
-        core.create_namespaced_pod(namespace, pod, dry_run="All")
+        core.create_namespaced_pod(namespace, client.V1Pod.model_validate(pod), dry_run="All")
     assert refused.value.status == 403
-    assert 'violates PodSecurity "restricted' in json.loads(refused.value.body)["message"]
+    assert 'violates PodSecurity "restricted' in json.loads(present(refused.value.body))["message"]

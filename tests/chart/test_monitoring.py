@@ -13,14 +13,14 @@ import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 from kubernetes import client
 
 from controller.metrics import Metrics
-from tests.chart.support import CHART, REPO_ROOT, Helm, by_kind, find_tool, one, unique
+from tests.chart.support import CHART, REPO_ROOT, Helm, by_kind, find_tool, one, present, unique
 from tools.controlplane import ControlPlane
 
 DASHBOARD_FILE = CHART / "dashboards" / "fleet-webhook.json"
@@ -359,8 +359,12 @@ def test_installed_rule_as_the_api_server_stores_it_still_loads(
         str(MONITORING),
         kubeconfig=control_plane.kubeconfig,
     )
-    stored = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        "monitoring.coreos.com", "v1", release_namespace, "prometheusrules", f"{release}-fleet-webhook"
+    # The client declares custom objects as `object`; they are the decoded JSON mapping.
+    stored = cast(
+        dict[str, Any],
+        client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", release_namespace, "prometheusrules", f"{release}-fleet-webhook"
+        ),
     )
     rule_file = tmp_path / "stored.yaml"
     rule_file.write_text(yaml.safe_dump(stored["spec"]))
@@ -372,7 +376,7 @@ def test_installed_rule_as_the_api_server_stores_it_still_loads(
         )
         .items
     )
-    assert [json.loads(c.data["fleet-webhook.json"])["uid"] for c in dashboards] == ["fleet-webhook"]
+    assert [json.loads(present(c.data)["fleet-webhook.json"])["uid"] for c in dashboards] == ["fleet-webhook"]
 
 
 def test_every_alert_has_a_runbook_and_docs(helm: Helm) -> None:

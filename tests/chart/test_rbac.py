@@ -18,7 +18,7 @@ from kubernetes import client
 
 from controller.index import MANAGED_INTERVAL_ANNOTATION
 from controller.kube import GROUP, PLURAL, VERSION
-from tests.chart.support import CHART, Helm, create_namespace, create_secret, unique
+from tests.chart.support import CHART, Helm, create_namespace, create_secret, present, unique
 from tests.integration.receiver_env import ReceiverEnv, gitrepo_body
 from tests.support import delivery, sha
 from tools.controlplane import ControlPlane, new_api_client
@@ -39,9 +39,9 @@ class Release:
         helm.run(
             "install", self.name, str(CHART), "--namespace", namespace, "-f", str(values_file), kubeconfig=cp.kubeconfig
         )
-        self.config_text: str = (
-            client.CoreV1Api(api).read_namespaced_config_map(self.fullname, namespace).data["config.yaml"]
-        )
+        self.config_text: str = present(
+            client.CoreV1Api(api).read_namespaced_config_map(self.fullname, namespace).data
+        )["config.yaml"]
         # The ServiceAccount must come from the chart (create=False fails if it does not exist).
         self.kubeconfig = cp.kubeconfig_for_service_account(namespace, self.fullname, create=False)
 
@@ -235,7 +235,7 @@ def can(
         )
     )
     result = client.AuthorizationV1Api(api).create_subject_access_review(review)
-    return bool(result.status.allowed)
+    return bool(present(result.status).allowed)
 
 
 def test_switches_off_mean_no_spec_writes_and_no_unnamed_secrets(

@@ -71,6 +71,7 @@ def test_full_render_has_every_optional_object(helm: Helm) -> None:
 
 
 def container(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    c: dict[str, Any]
     (c,) = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
     return c
 

@@ -39,7 +39,7 @@ DISTRIBUTION_CAS = Path("/usr/share/ca-certificates")
 
 def pinned() -> dict[str, str]:
     """constraints.txt as canonical name -> version."""
-    out = {}
+    out: dict[str, str] = {}
     for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
@@ -63,7 +63,7 @@ def runtime_closure() -> set[str]:
 
 
 def test_the_printed_package_list_is_the_runtime_closure_at_the_pinned_versions(built: Built) -> None:
-    printed = {canonicalize_name(name): ver for name, ver in built.packages.items()}
+    printed: dict[str, str] = {canonicalize_name(name): ver for name, ver in built.packages.items()}
     assert printed.pop("fleet-webhook") == PYPROJECT["project"]["version"]
     assert set(printed) == runtime_closure()  # nothing from [dev], nothing missing; no pip or setuptools
     pins = pinned()
@@ -220,7 +220,7 @@ def is_removed(module: str, removed: set[str]) -> bool:
 
 def test_what_the_dockerfile_removes_is_never_imported_by_what_stays(built: Built) -> None:
     """Removed = the .py files of the runtime packages installed here (same pins) that the image lacks."""
-    site = Path(metadata.distribution("kubernetes").locate_file(""))
+    site = Path(str(metadata.distribution("kubernetes").locate_file("")))  # typed SimplePath; a Path here
     listing = podman(
         "run", "--rm", "--network=none", "--read-only", "--entrypoint=/usr/bin/find", built.ref,
         f"/{SITE}", "-name", "*.py",

@@ -20,13 +20,13 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kubernetes import client
 
 from controller.kube import GROUP, PLURAL, VERSION
-from tests.chart.support import CHART, Helm, create_namespace, one, unique
+from tests.chart.support import CHART, Helm, create_namespace, one, present, unique
 from tests.image.conftest import Built
 from tests.image.support import (
     PodRun,
@@ -97,7 +97,9 @@ def check_config(built: Built, tmp_path: Path, helm: Helm, text: str) -> tuple[s
     path = env_value(pod, "FLEET_WEBHOOK_CONFIG")
     (volume,) = [v for v in pod["volumes"] if "configMap" in v]
     configmaps = {volume["configMap"]["name"]: {Path(path).name: text}}
-    secrets = {v["secret"]["secretName"]: {} for v in pod["volumes"] if "secret" in v}  # not read by check-config
+    secrets: dict[str, dict[str, str]] = {
+        v["secret"]["secretName"]: {} for v in pod["volumes"] if "secret" in v
+    }  # not read by check-config
     run = PodRun(pod, "cattle-fleet-system", configmaps, tmp_path, network="none", secrets=secrets)
     name = unique("check")
     return run_to_completion(run.args(name, built.ref, command=["check-config", path]), name), path
@@ -153,7 +155,11 @@ class Served:
             return False
 
     def webhook_commit(self, name: str) -> str | None:
-        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.release_namespace, PLURAL, name)
+        # The client declares custom objects as `object`; they are the decoded JSON mapping.
+        obj = cast(
+            dict[str, Any],
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, self.release_namespace, PLURAL, name),
+        )
         value = obj.get("status", {}).get("webhookCommit")
         return value if isinstance(value, str) else None
 
@@ -182,7 +188,7 @@ def service_account_kubeconfig(
         server=cp.server,
         ca_pem=cp.ca_file.read_bytes(),
         user_name=account,
-        user={"token": token.status.token},
+        user={"token": present(present(token.status).token)},
     )
     return path
 
@@ -207,7 +213,7 @@ def serve(
 
     # What the kubelet would mount: the ConfigMap as the API server stores it, the identity of the pod.
     core = client.CoreV1Api(kube_api)
-    configmaps = {name: core.read_namespaced_config_map(name, namespace).data for name in spec["configmaps"]}
+    configmaps = {name: present(core.read_namespaced_config_map(name, namespace).data) for name in spec["configmaps"]}
     assert configmaps == spec["configmaps"]
     kubeconfig = service_account_kubeconfig(
         kube_api, control_plane, namespace, pod["serviceAccountName"], tmp_path / "kubeconfig"
