@@ -44,7 +44,7 @@ image-clean:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy --strict controller
+	$(VENV)/bin/mypy --strict controller tests tools bench
 	$(VENV)/bin/lint-imports
 
 unit: $(STAMP)
