@@ -26,7 +26,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.chart.support import REPO_ROOT
+from tests.chart.support import REPO_ROOT, present
 from tests.image.conftest import Built
 from tests.image.support import podman
 from tools import image
@@ -146,7 +146,7 @@ def test_no_layer_holds_the_ca_bundle_a_build_only_file_or_a_credential(
             path = PurePosixPath(info.name).as_posix().removeprefix("./")
             if diff in base:
                 if path == "etc/ssl/certs/ca-certificates.crt" and info.isfile():
-                    base_bundle = tar.extractfile(info).read().decode()  # type: ignore[union-attr]
+                    base_bundle = present(tar.extractfile(info)).read().decode()
                 continue
             if path.rstrip("/") in EMPTY_MOUNT_POINTS:
                 assert info.size == 0, f"{path} has content in a layer"
@@ -154,7 +154,7 @@ def test_no_layer_holds_the_ca_bundle_a_build_only_file_or_a_credential(
             app_paths.append(path)
             assert not BUILD_ONLY.search(path), f"build-only file in the image: {path}"
             if info.isfile() and info.size == len(host_bundle):
-                data = tar.extractfile(info).read()  # type: ignore[union-attr]
+                data = present(tar.extractfile(info)).read()
                 assert hashlib.sha256(data).hexdigest() != host_digest, f"the machine's CA bundle is in {path}"
     unexpected = [p for p in app_paths if not ALLOWED_IN_APP_LAYERS.fullmatch(p)]
     assert not unexpected, f"the Dockerfile's layers write outside the venv and the user: {unexpected[:20]}"
@@ -168,7 +168,7 @@ def test_no_layer_holds_the_ca_bundle_a_build_only_file_or_a_credential(
     for diff in diff_ids:
         for tar, info in members(files[diff]):
             if info.isfile() and 0 < info.size < 50_000_000:
-                text = re.sub(rb"\s+", b"", tar.extractfile(info).read())  # type: ignore[union-attr]
+                text = re.sub(rb"\s+", b"", present(tar.extractfile(info)).read())
                 for body in machine_only:
                     assert body.encode() not in text, f"a certificate of this machine's CA bundle is in {info.name}"
 

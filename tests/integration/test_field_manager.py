@@ -64,7 +64,8 @@ async def test_status_spec_and_event_writes_name_fleet_webhook(env: ReceiverEnv)
     assert all(sub != "status" for _, sub in others), sorted(owned)
     assert not any("f:pollingInterval" in fields.get("f:spec", {}) for fields in others.values()), others
 
-    await env.components.updater.drain(within=5)  # type: ignore[union-attr]
+    assert env.components is not None
+    await env.components.updater.drain(within=5)
     events = [e for e in env.events_for("managed") if e.reason == "WebhookCommit"]
     assert events
     assert {m.manager for e in events for m in e.metadata.managed_fields or []} == {"fleet-webhook"}

@@ -340,7 +340,7 @@ def test_concurrent_deliveries_to_one_gitrepo_never_conflict_with_each_other(
         d = delivery("github", https_url=URL, commit=commit, secret=SECRET)
         statuses.append(send(served.port, build_request(d.headers, d.body)).status)
 
-    run_threads([lambda c=c: push(c) for c in commits])  # type: ignore[misc]
+    run_threads([functools.partial(push, c) for c in commits])
     assert statuses.count(200) == len(commits), statuses
     assert gitrepo_commit(kube_api, namespace) in commits
 

@@ -139,7 +139,8 @@ async def test_several_namespaces_and_a_kubernetes_event(env: ReceiverEnv, kube_
     assert resp.status == 200
     assert {(u["namespace"], u["name"]) for u in resp.body["updated"]} == {(env.namespace, "here"), (other, "there")}
     assert env.webhook_commit("there", namespace=other) == commit
-    await env.components.updater.drain(within=5)  # type: ignore[union-attr]
+    assert env.components is not None
+    await env.components.updater.drain(within=5)
     events = env.events_for("here")
     assert any(e.reason == "WebhookCommit" and commit in e.message for e in events)
 

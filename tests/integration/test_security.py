@@ -141,7 +141,8 @@ async def test_no_secret_in_logs_answers_or_metrics_and_refusals_write_nothing(
     assert env.http is not None
     for path in ("/metrics", "/readyz", "/healthz"):
         answers.append(await (await env.http.get(path)).text())
-    await env.components.updater.drain(within=5)  # type: ignore[union-attr]
+    assert env.components is not None
+    await env.components.updater.drain(within=5)
 
     events = client.CoreV1Api(env.api).list_namespaced_event(env.namespace).items
     assert len(events) - events_before == 3 * len(PROVIDERS), "only accepted deliveries leave Events"

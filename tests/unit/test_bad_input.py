@@ -798,6 +798,7 @@ HTTP_CRASHERS = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "cras
 def test_saved_http_crashers_get_documented_codes(server: LiveServer, errors: ErrorLog, path: Path) -> None:
     seen: list[str] = []
     capture = logging.Handler()
+    # Deliberate monkeypatch of one instance's method (mypy forbids assigning to a method).
     capture.emit = lambda record: seen.append(f"{record.getMessage()} {record.__dict__}")  # type: ignore[method-assign]
     logging.getLogger().addHandler(capture)
     try:

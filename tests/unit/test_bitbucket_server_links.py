@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,8 +31,8 @@ def request(body: object | None = None) -> WebhookRequest:
     return WebhookRequest("POST", {k.lower(): v for k, v in headers.items()}, raw)
 
 
-def document() -> dict[str, object]:
-    doc: dict[str, object] = json.loads((PAYLOADS / "repo-refs-changed-no-links.json").read_text())
+def document() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((PAYLOADS / "repo-refs-changed-no-links.json").read_text())
     return doc
 
 
@@ -86,7 +87,7 @@ def test_payloads_with_links_are_left_alone() -> None:
 
 def test_personal_projects_keep_their_tilde() -> None:
     doc = document()
-    doc["repository"]["project"]["key"] = "~JSILVA"  # type: ignore[index]
+    doc["repository"]["project"]["key"] = "~JSILVA"
     (event,) = providers.complete_urls(providers.by_name("bitbucket-server").parse(request(doc)), BASE)
     assert isinstance(event, PushEvent)
     assert event.repo_urls == ("https://bitbucket.example.com/scm/~jsilva/fleet-apps.git",)
@@ -102,7 +103,7 @@ def test_personal_projects_keep_their_tilde() -> None:
 )
 def test_without_links_key_and_slug_are_required(field: str, value: object, message: str) -> None:
     doc = document()
-    doc["repository"][field] = value  # type: ignore[index]
+    doc["repository"][field] = value
     with pytest.raises(PayloadError, match=message):
         providers.by_name("bitbucket-server").parse(request(doc))
 

@@ -11,6 +11,7 @@ import pytest
 from controller import config as cfg
 from controller.cli import main as cli_main
 from controller.providers import PROVIDER_NAMES
+from controller.providers.github import GitHubProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "config").glob("*.yaml"))
@@ -98,7 +99,9 @@ def test_the_schema_has_one_block_per_registered_provider_with_its_own_options()
     config = cfg.load_text(
         "providers:\n  github: {acceptSha1: true}\n  bitbucket-server: {baseUrl: https://bb.example.com}\n", "t"
     )
-    assert config.provider("github").implementation.accept_sha1 is True  # type: ignore[attr-defined]
+    github = config.provider("github").implementation
+    assert isinstance(github, GitHubProvider)
+    assert github.accept_sha1 is True
     assert config.provider("bitbucket-server").base_url == "https://bb.example.com"
     with pytest.raises(cfg.ConfigError, match="acceptSha1"):
         cfg.load_text("providers:\n  gitlab: {acceptSha1: true}\n", "t")  # GitHub's option only
@@ -295,7 +298,7 @@ def test_most_specific_route_wins() -> None:
 def test_typed_objects_are_immutable() -> None:
     c = cfg.default_config()
     with pytest.raises(AttributeError):
-        c.routes = ()  # type: ignore[misc]
+        c.routes = ()  # type: ignore[misc]  # the point: a frozen Config refuses assignment
 
 
 def test_check_config_cli_reports_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

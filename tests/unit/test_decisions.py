@@ -91,10 +91,12 @@ def test_ref_rules() -> None:
     assert pinned is not None
     assert ref_mismatch(push("v1", RefKind.TAG), pinned) is None, "revision wins over branch"
     assert ref_mismatch(push("main"), pinned) is not None
-    deleted = ref_mismatch(push("main", deleted=True), gitrepo_info(gitrepo("a", "d", URL)))  # type: ignore[arg-type]
+    plain = gitrepo_info(gitrepo("a", "d", URL))
+    assert plain is not None
+    deleted = ref_mismatch(push("main", deleted=True), plain)
     assert deleted is not None
     assert "deleted" in deleted
-    tag_for_branch = ref_mismatch(push("v1", RefKind.TAG), gitrepo_info(gitrepo("a", "d", URL)))  # type: ignore[arg-type]
+    tag_for_branch = ref_mismatch(push("v1", RefKind.TAG), plain)
     assert tag_for_branch is not None
 
 

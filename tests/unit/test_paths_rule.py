@@ -237,7 +237,7 @@ def test_also_trigger_on_paths_adds_what_bundles_read_from_outside_their_folders
 
 
 def test_the_index_carries_paths_bundles_and_the_annotation() -> None:
-    info = gitrepo_info(opted("x", ["apps/a", 7], bundles=[{"base": "b", "options": "o.yaml"}, "junk"]))  # type: ignore[list-item]
+    info = gitrepo_info(opted("x", ["apps/a", 7], bundles=[{"base": "b", "options": "o.yaml"}, "junk"]))  # type: ignore[list-item]  # junk on purpose
     assert info is not None
     assert (info.paths, info.bundles, info.trigger_on_paths) == (("apps/a",), (("b", "o.yaml"),), "true")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 from controller import kube, polling
 from controller.index import GitRepoInfo, gitrepo_info
@@ -11,7 +12,7 @@ from controller.index import GitRepoInfo, gitrepo_info
 NOW = 1_789_600_000.0
 
 
-def info(**changes: object) -> GitRepoInfo:
+def info(**changes: Any) -> GitRepoInfo:
     base = gitrepo_info(
         {
             "metadata": {
@@ -37,7 +38,7 @@ def info(**changes: object) -> GitRepoInfo:
         }
     )
     assert base is not None
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **changes)
 
 
 def test_the_field_manager_is_the_one_kube_writes_with() -> None:

@@ -170,5 +170,5 @@ def new_api_client(kubeconfig: str | Path) -> ApiClient:
     """`kubernetes.config.new_client_from_config` for a kubeconfig file, typed. Close the client."""
     from kubernetes import config as kube_config
 
-    api: ApiClient = kube_config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    api: ApiClient = kube_config.new_client_from_config(config_file=str(kubeconfig))
     return api
