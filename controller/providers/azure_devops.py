@@ -71,9 +71,6 @@ class AzureDevOpsProvider(base.Provider):
     delivery_headers: ClassVar[tuple[str, ...]] = ("X-Vss-ActivityId",)
     push_headers: ClassVar[Mapping[str, str]] = {"x-vss-activityid": "explain"}
 
-    def detect(self, request: base.WebhookRequest) -> bool:
-        return base.first_header(request, *self.detect_headers) is not None
-
     def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
         pair = credential["azure-username"] + b":" + credential["azure-password"]
         return {**headers, "Authorization": "Basic " + base64.b64encode(pair).decode()}

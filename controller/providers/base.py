@@ -166,9 +166,10 @@ class Provider(abc.ABC):
         """`headers` plus what the host adds to authenticate `body` with `credential`: the host's side
         of `authenticate`, kept beside it so tests and benchmarks sign exactly as this module verifies."""
 
-    @abc.abstractmethod
     def detect(self, request: WebhookRequest) -> bool:
-        """Whether the request's headers say it comes from this provider."""
+        """Whether the request's headers say it comes from this provider: by default, one of
+        `detect_headers` is present and not blank (a provider that needs more overrides this)."""
+        return first_header(request, *self.detect_headers) is not None
 
     @abc.abstractmethod
     def authenticate(self, request: WebhookRequest, credentials: Sequence[Credential]) -> Authentication:

@@ -70,9 +70,6 @@ class BitbucketServerProvider(base.Provider):
         }
     }
 
-    def detect(self, request: base.WebhookRequest) -> bool:
-        return bool(request.header("x-event-key").strip())
-
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "bitbucket-server")
         return base.hex_signature_auth(request.header("x-hub-signature"), secrets, prefix="sha256=")

@@ -78,9 +78,6 @@ class GenericProvider(base.SingleEventProvider):
     push_headers: ClassVar[Mapping[str, str]] = {"x-fleet-webhook-event": "push"}
     sample_events: ClassVar[tuple[str, ...]] = ("push", "ping", "other")
 
-    def detect(self, request: base.WebhookRequest) -> bool:
-        return base.first_header(request, *self.detect_headers) is not None
-
     def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
         return base.with_hex_signature(
             headers, "X-Fleet-Webhook-Signature", credential["generic"], body, prefix="sha256="

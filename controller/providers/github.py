@@ -135,9 +135,6 @@ class GitHubProvider(base.SingleEventProvider):
         accept_sha1 = bool(options.get("acceptSha1"))
         return self if accept_sha1 == self.accept_sha1 else GitHubProvider(accept_sha1=accept_sha1)
 
-    def detect(self, request: base.WebhookRequest) -> bool:
-        return bool(request.header("x-github-event").strip())
-
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "github")
         sha256 = request.header("x-hub-signature-256")

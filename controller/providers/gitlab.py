@@ -88,9 +88,6 @@ class GitLabProvider(base.SingleEventProvider):
     def __init__(self, *, now: Callable[[], float] = time.time) -> None:
         self.now = now
 
-    def detect(self, request: base.WebhookRequest) -> bool:
-        return bool(request.header("x-gitlab-event").strip())
-
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "gitlab")
         token = request.header("x-gitlab-token")

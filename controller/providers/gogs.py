@@ -69,9 +69,6 @@ class GogsProvider(base.SingleEventProvider):
     # Gogs announces a pushed tag only with `create`; Gitea and Forgejo also send a `push` for it.
     tag_create_is_push: ClassVar[bool] = True
 
-    def detect(self, request: base.WebhookRequest) -> bool:
-        return base.first_header(request, *self.event_headers) is not None
-
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, self.secret_keys[0])
         signature = base.first_header(request, *self.signature_headers)
