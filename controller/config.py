@@ -358,8 +358,9 @@ def load_text(raw: bytes | str, source: str = "<config>") -> Config:
     return config
 
 
+@functools.cache
 def default_config() -> Config:
-    """The config of an empty file: Fleet's defaults."""
+    """The config of an empty file: Fleet's defaults (immutable, so built once and shared)."""
     return load_text("", "<defaults>")
 
 

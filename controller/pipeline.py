@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from controller import providers as registry
 from controller.body import Body, BodyBudget
-from controller.config import Config, PollingPolicy, ProviderConfig, Route
+from controller.config import Config, PollingPolicy, ProviderConfig, Route, default_config
 from controller.decisions import Action, CommitHistory, Decision, plan_delivery
 from controller.dedupe import CachedAnswer, DeliveryCache
 from controller.deliveries import Ignored, Parsed, Ping, PushEvent
@@ -96,6 +96,16 @@ class CommitWriter(Protocol):
     ) -> WriteResult: ...
 
 
+def _default_budget() -> BodyBudget:
+    limits = default_config().limits
+    return BodyBudget(limits.body_memory_bytes, limits.spool_bytes, limits.spool_after_bytes)
+
+
+def _default_dedupe() -> DeliveryCache:
+    limits = default_config().limits
+    return DeliveryCache(limits.dedupe_seconds, limits.dedupe_entries)
+
+
 @dataclass
 class Receiver:
     """Everything a delivery needs. Only `holder.current` and `index` change, each swapped atomically."""
@@ -105,10 +115,11 @@ class Receiver:
     secrets: SecretStore
     metrics: Metrics
     updater: CommitWriter | None
-    budget: BodyBudget = field(default_factory=lambda: BodyBudget(16 << 20, 256 << 20, 256 << 10))
+    # Defaults from the schema's defaults (serve builds both from the live config: runtime.build).
+    budget: BodyBudget = field(default_factory=_default_budget)
     parsers: Parsers = field(default_factory=Parsers)
     histories: dict[str, CommitHistory] = field(default_factory=dict)
-    dedupe: DeliveryCache = field(default_factory=lambda: DeliveryCache(3600, 10_000))
+    dedupe: DeliveryCache = field(default_factory=_default_dedupe)
     in_flight: int = 0  # deliveries from admission to answer, bodies still arriving included (shutdown waits)
     processing: int = 0  # deliveries past their body: what limits.maxConcurrentRequests bounds
     accepting: bool = True

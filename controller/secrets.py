@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from controller.config import SecretSource
+from controller.config import SecretSource, default_config
 from controller.kube import Forbidden
 from controller.providers.base import Credential
 
@@ -65,10 +65,10 @@ def _read_directory(directory: str) -> dict[str, bytes] | None:
 class SecretStore:
     """Cached access to secret sources; a cache entry lives `ttl` seconds."""
 
-    def __init__(self, reader: SecretReader, controller_namespace: str, ttl: float = 5.0) -> None:
+    def __init__(self, reader: SecretReader, controller_namespace: str, ttl: float | None = None) -> None:
         self._reader = reader
         self._namespace = controller_namespace
-        self.ttl = ttl
+        self.ttl = default_config().secrets.cache_seconds if ttl is None else ttl  # the schema's default
         # Not a cachetools.TTLCache: an expired entry is still the answer while the API is unreachable.
         self._cache: dict[tuple[str, str, str], tuple[float, dict[str, bytes] | None]] = {}
         self._sets: dict[tuple[int, tuple[str, ...], str], tuple[dict[str, bytes] | None, list[Credential]]] = {}
