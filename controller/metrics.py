@@ -89,6 +89,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.write_conflicts = Counter(
+            f"{PREFIX}_gitrepo_write_conflicts",
+            "Conditional GitRepo writes refused with 409 (the object changed since it was read: Fleet's "
+            "controller, another replica, a user); each is re-read and decided again. By write: status, "
+            "ledger (--shared-order), polling (spec.pollingInterval).",
+            ["write"],
+            registry=r,
+        )
         self.api_write_seconds = Histogram(
             f"{PREFIX}_api_write_seconds",
             "Latency of one GitRepo status write, retries included.",

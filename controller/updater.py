@@ -155,6 +155,7 @@ class GitRepoUpdater:
                     current.resource_version or None,
                 )
             except Conflict:
+                self.metrics.write_conflicts.labels("status").inc()
                 attempt += 1
                 if attempt > MAX_CONFLICT_RETRIES:
                     raise ApiUnavailable("too many conflicting writers") from None
@@ -217,6 +218,7 @@ class GitRepoUpdater:
                     current.resource_version or None,
                 )
             except Conflict:
+                self.metrics.write_conflicts.labels("ledger").inc()  # the ledger or the status after it
                 attempt += 1
                 await self._pause(attempt, deadline, ApiUnavailable("conflicting writers until the deadline"))
                 reread = await self._reread(current)
@@ -280,6 +282,7 @@ class GitRepoUpdater:
                     current.resource_version or None,
                 )
             except Conflict:
+                self.metrics.write_conflicts.labels("polling").inc()
                 fresh = await self._reread(current)
                 if fresh is None:
                     return None, None

@@ -352,6 +352,7 @@ async def test_concurrent_writer_keeps_both_changes(env: ReceiverEnv) -> None:
     assert resp.names("updated") == {"shared"}
     assert len(versions) == 2, "expected a 409 and one retry on the fresh object"
     assert versions[0] != versions[1]
+    assert 'fleet_webhook_gitrepo_write_conflicts_total{write="status"} 1.0' in await env.metrics()
     stored = env.gitrepo("shared")
     assert stored["status"]["webhookCommit"] == commit
     assert stored["status"]["commit"] == "their-commit"
