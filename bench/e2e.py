@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, cast
 
@@ -206,15 +207,8 @@ class Driver:
             answered[commit] = time.monotonic()
             statuses[key] = statuses.get(key, 0) + 1
 
-        tasks = []
         cpu0 = cpu_seconds(self.server.pid)
-        start = time.monotonic()
-        for k in range(count):
-            delay = start + k / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(*self._next())))
-        await asyncio.gather(*tasks)
+        start = await open_loop(rate, count, lambda: one(*self._next()))
         receiver_cpu_ms = 1000 * (cpu_seconds(self.server.pid) - cpu0) / count
         await self.watch.wait_for(list(sent), within=15)
         visible = [1000 * (self.watch.seen[c] - t) for c, t in sent.items() if c in self.watch.seen]
@@ -230,6 +224,20 @@ class Driver:
             "visible_ms": visible,
             "answer_ms": answer,
         }
+
+
+async def open_loop(rate: float, count: int, start_one: Callable[[], Coroutine[Any, Any, None]]) -> float:
+    """Start `count` sends at `rate` per second on schedule, whatever earlier ones are doing (so a
+    slow answer cannot hide queueing), and wait for all; returns when the first was due."""
+    tasks = []
+    start = time.monotonic()
+    for k in range(count):
+        delay = start + k / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(start_one()))
+    await asyncio.gather(*tasks)
+    return start
 
 
 def latency(values: list[float]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 
 from bench import data
-from bench.e2e import GROUP, PLURAL, VERSION, CommitWatch, latency
+from bench.e2e import GROUP, PLURAL, VERSION, CommitWatch, latency, open_loop
 from bench.procs import start_server
 from bench.stats import cpu_seconds, rss_bytes
 from controller.runtime import HEADER_TIMEOUT_SECONDS
@@ -167,15 +167,8 @@ class Pusher:
             answered[commit] = time.monotonic()
             statuses[key] = statuses.get(key, 0) + 1
 
-        tasks = []
         cpu0 = cpu_seconds(self.pid)
-        start = time.monotonic()
-        for k in range(count):
-            delay = start + k / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(*self._next())))
-        await asyncio.gather(*tasks)
+        start = await open_loop(rate, count, lambda: one(*self._next()))
         await self.watch.wait_for(list(sent), within=15)
         cpu_s = cpu_seconds(self.pid) - cpu0
         elapsed = time.monotonic() - start

@@ -148,12 +148,7 @@ class GitRepoUpdater:
             if verdict is not None:
                 return verdict
             try:
-                obj = await self.kube.patch_gitrepo_status(
-                    current.namespace,
-                    current.name,
-                    {"webhookCommit": event.commit, "lastWebhookTime": now_rfc3339()},
-                    current.resource_version or None,
-                )
+                obj = await self._patch_status(current, event)
             except Conflict:
                 self.metrics.write_conflicts.labels("status").inc()
                 attempt += 1
@@ -211,12 +206,7 @@ class GitRepoUpdater:
                 current = gitrepo_info(obj) or current
                 if verdict is not None:
                     return verdict  # learnt (as one process learns every delivery), but nothing to record
-                obj = await self.kube.patch_gitrepo_status(
-                    current.namespace,
-                    current.name,
-                    {"webhookCommit": event.commit, "lastWebhookTime": now_rfc3339()},
-                    current.resource_version or None,
-                )
+                obj = await self._patch_status(current, event)
             except Conflict:
                 self.metrics.write_conflicts.labels("ledger").inc()  # the ledger or the status after it
                 attempt += 1
@@ -244,6 +234,15 @@ class GitRepoUpdater:
         if time.monotonic() + delay >= deadline:
             raise give_up
         await asyncio.sleep(delay)
+
+    async def _patch_status(self, current: GitRepoInfo, event: PushEvent) -> dict[str, Any]:
+        """Record `event.commit`, conditional on the resourceVersion `current` was read at."""
+        return await self.kube.patch_gitrepo_status(
+            current.namespace,
+            current.name,
+            {"webhookCommit": event.commit, "lastWebhookTime": now_rfc3339()},
+            current.resource_version or None,
+        )
 
     @staticmethod
     def _judge(info: GitRepoInfo, event: PushEvent, history: CommitHistory) -> WriteResult | None:

@@ -35,6 +35,7 @@ PUSH_FIXTURE = {
 }
 PROVIDERS = PROVIDER_NAMES
 SECRET_KEYS = {name: by_name(name).secret_keys for name in PROVIDER_NAMES}
+DELIVERY_ID_HEADERS = frozenset(h.lower() for name in PROVIDER_NAMES for h in by_name(name).delivery_headers)
 
 
 def sha(seed: str) -> str:
@@ -214,9 +215,8 @@ def delivery(
         raw = urllib.parse.urlencode({"payload": raw.decode()}).encode()
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     new_id = delivery_id or str(uuid.uuid4())
-    id_headers = {h.lower() for p in PROVIDER_NAMES for h in by_name(p).delivery_headers}
     for name in list(headers):
-        if name.lower() in id_headers:
+        if name.lower() in DELIVERY_ID_HEADERS:
             headers[name] = new_id
     return Delivery(sign(provider, headers, raw, secret), raw)
 
