@@ -125,11 +125,16 @@ class Body:
         self._file.flush()
         return os.pread(self._file.fileno(), self.size, 0)
 
-    def path_for_worker(self) -> str:
-        """A path another process can open to read the spooled body (/proc/self/fd/N of this process)."""
+    def worker_descriptor(self) -> int:
+        """A new descriptor of the spooled file, owned (and closed) by the caller.
+
+        The parse worker opens the body as /proc/<pid>/fd/<this descriptor>. A descriptor of its own
+        keeps that path naming this body until the worker has answered, even when the delivery gave
+        up and closed the body meanwhile (its number could otherwise go to another body's file).
+        """
         assert self._file is not None
         self._file.flush()
-        return f"/proc/{os.getpid()}/fd/{self._file.fileno()}"
+        return os.dup(self._file.fileno())
 
     def close(self) -> None:
         """Give the memory and spool space back; idempotent."""

@@ -4,8 +4,10 @@ Run as `python -m controller.parse_worker`. It imports only the providers (no Ku
 aiohttp), so it stays small, and it is started without multiprocessing because a spawned
 multiprocessing child re-imports the parent's `__main__`, which for `fleet-webhook` is everything.
 
-Protocol on stdin/stdout, one request at a time: a frame is a 4-byte big-endian length and a pickle.
-Request `(provider, method, headers, query, path)`; answer `("ok", events)` or `("error", kind, msg)`.
+Protocol on stdin/stdout, requests answered in order: a frame is a 4-byte big-endian length and a
+pickle. Request `(id, provider, method, headers, query, path)`; answer `(id, ("ok", events))` or
+`(id, ("error", kind, msg))`. The id comes back with the answer so the receiver hands each answer
+to the delivery that asked, never to one that asked after it gave up waiting (parsing.py).
 Pickle is safe here: both ends are this program, and the pipe is private to the two processes.
 """
 
@@ -58,7 +60,8 @@ def answer(provider: str, method: str, headers: dict[str, str], query: dict[str,
 def main() -> None:
     """Serve requests until the parent closes stdin."""
     while (request := read_frame(sys.stdin.buffer)) is not None:
-        sys.stdout.buffer.write(frame(answer(*request)))
+        request_id, *fields = request
+        sys.stdout.buffer.write(frame((request_id, answer(*fields))))
         sys.stdout.buffer.flush()
 
 
