@@ -35,8 +35,15 @@ class ChangedFiles:
 
     @classmethod
     def of(cls, paths: frozenset[str]) -> ChangedFiles:
-        """A complete list of changed files (repository-relative, `/`-separated)."""
-        return cls(paths)
+        """A complete list of changed files (repository-relative, `/`-separated), within the caps.
+
+        Whatever the sender, a list over MAX_CHANGED_FILES files, or with a path longer than
+        MAX_PATH_CHARS, deeper than MAX_PATH_SEGMENTS or with a segment over MAX_SEGMENT_CHARS, is
+        one the paths rule does not read (the push then triggers): no git host produces such paths,
+        and judging them would cost memory and time the sender chose.
+        """
+        problem = _over_caps(paths)
+        return cls(paths) if problem is None else cls(None, problem)
 
     @classmethod
     def cannot_tell(cls, why: str) -> ChangedFiles:
@@ -45,6 +52,29 @@ class ChangedFiles:
 
 
 NO_FILE_LISTS = ChangedFiles.cannot_tell("the payload lists no changed files")
+
+# Caps on the changed files the paths rule reads (git allows deeper and longer, file systems and
+# hosts do not: PATH_MAX is 4096 and NAME_MAX 255 on Linux).
+MAX_CHANGED_FILES = 100_000
+MAX_PATH_CHARS = 4096
+MAX_PATH_SEGMENTS = 128
+MAX_SEGMENT_CHARS = 255
+
+
+def _over_caps(paths: frozenset[str]) -> str | None:
+    """Why a changed-file list is beyond what the paths rule reads, or None when it is within."""
+    if len(paths) > MAX_CHANGED_FILES:
+        return f"the push lists {len(paths)} changed files, more than the {MAX_CHANGED_FILES} the paths rule reads"
+    for path in paths:
+        if len(path) <= MAX_SEGMENT_CHARS:
+            continue  # neither too long nor too deep, and no segment can be over the cap
+        if len(path) > MAX_PATH_CHARS:
+            return f"a changed path is longer than {MAX_PATH_CHARS} characters"
+        if path.count("/") >= MAX_PATH_SEGMENTS:
+            return f"a changed path has more than {MAX_PATH_SEGMENTS} segments"
+        if max(map(len, path.split("/"))) > MAX_SEGMENT_CHARS:
+            return f"a changed path has a segment longer than {MAX_SEGMENT_CHARS} characters"
+    return None
 
 
 def split_ref(ref: str) -> tuple[RefKind, str]:

@@ -18,6 +18,7 @@ be judged; the caller then triggers. Paths are case-sensitive, as git's are.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from dataclasses import dataclass
@@ -160,20 +161,32 @@ def options_file(base: str, options: str) -> Watched:
 class ChangeIndex:
     """A push's changed files, prepared once per push for every GitRepo it reaches.
 
-    `dirs` maps every directory some changed file lies below to the first such file, so a literal
-    `spec.paths` entry is judged with one lookup however many files the push changed; globs and
-    option files scan the files.
+    The files are sorted by their segments, so the files below a directory are one contiguous run
+    that starts where the directory's own segments would sort: a literal `spec.paths` entry is
+    judged with one binary search however many files the push changed, in memory linear in the
+    files (a table of every directory prefix, as before, grew with the square of a path's depth).
+    Globs and option files scan the files.
     """
 
-    files: tuple[tuple[str, tuple[str, ...]], ...]  # (file, its segments), sorted by file
-    dirs: dict[tuple[str, ...], str]
+    files: tuple[tuple[str, tuple[str, ...]], ...]  # (file, its segments), sorted by segments, one per segments
+    keys: tuple[tuple[str, ...], ...]  # the segments alone, for bisect
+
+    def first_below(self, directory: tuple[str, ...]) -> str | None:
+        """A changed file that lies below `directory` (the root: any file), or None."""
+        depth = len(directory)
+        at = bisect.bisect_left(self.keys, directory)
+        if at < len(self.keys) and self.keys[at] == directory:
+            at += 1  # the file that is the directory itself does not lie below it
+        if at < len(self.keys) and self.keys[at][:depth] == directory:
+            return self.files[at][0]
+        return None
 
     def first_covered(self, watched: tuple[Watched, ...]) -> tuple[str, Watched] | None:
         """A changed file some entry covers, with that entry; None when no entry covers any."""
         for entry in watched:
             literal = tuple(s for s in entry.segments if isinstance(s, str))
             if not entry.is_file and len(literal) == len(entry.segments):
-                file = self.dirs.get(literal)
+                file = self.first_below(literal)
                 if file is not None:
                     return file, entry
                 continue
@@ -186,12 +199,11 @@ class ChangeIndex:
 @functools.lru_cache(maxsize=16)
 def change_index(files: frozenset[str]) -> ChangeIndex:
     """The ChangeIndex of a push's files (cached: each GitRepo of one push asks with the same set)."""
-    split = tuple(sorted((f, split_file(f)) for f in files))
-    dirs: dict[tuple[str, ...], str] = {}
-    for file, segments in split:
-        for k in range(len(segments)):
-            dirs.setdefault(segments[:k], file)
-    return ChangeIndex(split, dirs)
+    by_segments: dict[tuple[str, ...], str] = {}
+    for file in sorted(files):
+        by_segments.setdefault(split_file(file), file)  # `a/b` and `./a/b` are one file
+    ordered = sorted(by_segments.items())
+    return ChangeIndex(tuple((file, segments) for segments, file in ordered), tuple(k for k, _ in ordered))
 
 
 @functools.lru_cache(maxsize=4096)
