@@ -349,6 +349,9 @@ def collapse(events: Sequence[PushEvent]) -> list[PushEvent]:
 COLLAPSED = ChangedFiles.cannot_tell("the delivery moved the ref several times")
 
 
+WITHHELD = "not authenticated for this GitRepo"
+
+
 def _tracked_ref(info: GitRepoInfo) -> tuple[RefKind, str]:
     if info.revision:
         return RefKind.TAG, info.revision
@@ -361,12 +364,17 @@ def plan_delivery(
     config: Config,
     route: Route | None,
     history: CommitHistory,
+    only: Callable[[GitRepoInfo], bool] | None = None,
 ) -> list[tuple[PushEvent, Decision]]:
     """One decision per GitRepo the delivery reaches, paired with the change it is about.
 
     Each GitRepo is judged against the change to the ref it tracks (a live change before a deletion).
     When the delivery moved no such ref, the GitRepo is skipped once with the reason of the first
     change, or, for a batch, a summary naming the ref it tracks.
+
+    `only`: the GitRepos that may be judged at all (those whose own secret authenticated the body);
+    every other candidate is skipped with WITHHELD before any rule runs, so a sender who is not
+    authenticated for a GitRepo buys no work for it (not even the paths rule's).
     """
     pushes = collapse(events)
     if not pushes:
@@ -383,6 +391,9 @@ def plan_delivery(
                 by_ref[(push.ref_kind, push.ref_name)] = push
         by_mapping = paths_by_mapping(group[0], index, config)
         for candidate in candidates(group[0], index, config):
+            if only is not None and not only(candidate.gitrepo):
+                out.append((group[0], _skipper(candidate)(WITHHELD)))
+                continue
             tracked = _tracked_ref(candidate.gitrepo)
             match = by_ref.get(tracked)
             if match is not None or len(group) == 1:

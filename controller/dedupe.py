@@ -1,4 +1,8 @@
-"""Remembers recent delivery ids so a redelivered webhook is answered without writing again.
+"""Remembers recent deliveries so a redelivered webhook is answered without writing again.
+
+The pipeline keys an entry on the delivery id *and* a digest of the signed events (a delivery id
+is an unsigned header: alone, a captured body sent under the id of a push still to come would make
+that push look like a redelivery).
 
 Providers keep the delivery id on redelivery (GitHub's X-GitHub-Delivery, Gitea's
 X-Gitea-Delivery, GitLab's X-Gitlab-Event-UUID, ...). Only answered-successfully deliveries are

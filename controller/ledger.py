@@ -97,13 +97,14 @@ class Ledger:
         """Whether this delivery was learnt already (then learning it again changes nothing that matters)."""
         return any(e.same_push(event) for e in self.entries)
 
-    def handled(self, delivery_id: str | None) -> bool:
-        """Whether a delivery with this id already had its commit recorded: a redelivery must not write again.
+    def handled(self, event: PushEvent) -> bool:
+        """Whether this delivery already had its commit recorded: a redelivery must not write again.
 
         Only recorded deliveries count, as only answered deliveries enter the in-process cache: a
-        delivery learnt but not written (it got 503) is judged again when the host retries it.
+        delivery learnt but not written (it got 503) is judged again when the host retries it. The
+        id alone is not enough (it is an unsigned header): the push must be the same one too.
         """
-        return bool(delivery_id) and any(e.delivery == delivery_id and e.applied for e in self.entries)
+        return bool(event.delivery_id) and any(e.same_push(event) and e.applied for e in self.entries)
 
     def learn(self, event: PushEvent, recorded: str) -> Ledger:
         """This ledger with `event` appended as the newest fact.

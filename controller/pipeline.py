@@ -26,17 +26,18 @@ held whole in memory.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controller import providers as registry
 from controller.body import Body, BodyBudget
 from controller.config import Config, PollingPolicy, ProviderConfig, Route, default_config
-from controller.decisions import Action, CommitHistory, Decision, plan_delivery
+from controller.decisions import WITHHELD, Action, CommitHistory, Decision, candidates, plan_delivery
 from controller.dedupe import CachedAnswer, DeliveryCache
 from controller.deliveries import Ignored, Parsed, Ping, PushEvent
 from controller.index import GitRepoIndex, GitRepoInfo
@@ -61,6 +62,8 @@ from controller.updater import Outcome, WriteResult
 log = logging.getLogger("fleet_webhook.receiver")
 
 SECURITY_LOG_LINES_PER_SECOND = 20
+# The most distinct GitRepo secrets one unverified request may make the receiver read and try.
+MAX_UNVERIFIED_SECRETS = 16
 
 
 class LogBudget:
@@ -122,6 +125,7 @@ class Receiver:
     dedupe: DeliveryCache = field(default_factory=_default_dedupe)
     in_flight: int = 0  # deliveries from admission to answer, bodies still arriving included (shutdown waits)
     processing: int = 0  # deliveries past their body: what limits.maxConcurrentRequests bounds
+    vouching: int = 0  # unverified bodies being tried against GitRepo secrets (a quarter of those slots)
     accepting: bool = True
     # --shared-order: each GitRepo's ledger annotation is the commit order (updater.py), not `histories`.
     shared_order: bool = False
@@ -216,6 +220,38 @@ class Admission:
         """`refusal`, labelled with this delivery's provider and id."""
         refusal.provider, refusal.delivery = self.provider.name, self.delivery
         return refusal
+
+
+@dataclass(frozen=True, slots=True)
+class Vouched:
+    """What an unverified body proved: the GitRepo secrets that sign it, and the events it holds."""
+
+    parsed: tuple[Parsed, ...]
+    secrets: frozenset[tuple[str, str]]  # (namespace, Secret name)
+
+    def covers(self, info: GitRepoInfo) -> bool:
+        """Whether this GitRepo's own secret is one that signs the body."""
+        return (info.namespace, info.webhook_secret) in self.secrets
+
+
+@dataclass(frozen=True, slots=True)
+class GitRepoAuth:
+    """One GitRepo's verdict on the delivery: authentic for it or not, and why not."""
+
+    ok: bool
+    problem: str = ""
+    retry: bool = False  # its Secret could not be read now: the GitRepo fails (503) instead of being skipped
+
+
+def fingerprint(pushes: Sequence[PushEvent]) -> str:
+    """A digest of what the signed body says (repository, ref, commits), for the delivery cache."""
+    digest = hashlib.blake2b(digest_size=16)
+    for push in pushes:
+        fields = (*push.repo_urls, push.repo_path, push.ref_kind, push.ref_name, push.commit, push.before or "")
+        digest.update(
+            "\0".join(fields).encode() + (b"\1" if push.deleted else b"\2") + (b"\1" if push.forced else b"\2")
+        )
+    return digest.hexdigest()
 
 
 def _rekey(creds: Sequence[Credential], keys: Sequence[str]) -> list[Credential]:
@@ -320,15 +356,18 @@ class Pipeline:
     async def complete(self, admission: Admission, body: Body) -> Answer:
         """Authenticate, parse, decide, write and answer; raises Refusal for early answers."""
         limits = admission.config.limits
+        request_ok = await self._route_verdict(admission, body)
+        vouched: Vouched | None = None
+        if not request_ok:
+            if not admission.may_use_gitrepo_secrets:
+                raise await self.unauthorized(admission)  # the common forged request: no slot, no timer
+            vouched = await self._vouch(admission, body)  # 401 unless some GitRepo's own secret signs it
         if self.r.processing >= limits.max_concurrent_requests:
             raise admission.fail(busy("too many deliveries in progress"))
-        request_ok = await self._route_verdict(admission, body)
-        if not request_ok and not admission.may_use_gitrepo_secrets:
-            raise await self.unauthorized(admission)  # the common forged request: no slot, no timer
         self.r.processing += 1
         try:
             async with asyncio.timeout(limits.request_timeout_seconds):
-                return await self._complete(admission, body, request_ok)
+                return await self._complete(admission, body, request_ok, vouched)
         except TimeoutError:
             raise admission.fail(busy("delivery took too long; retry later", "timeout", 5)) from None
         except ParserUnavailable as exc:
@@ -349,40 +388,116 @@ class Pipeline:
         macs = body.macs
         return macs is not None and macs.verdict() is Verdict.OK
 
-    async def _complete(self, admission: Admission, body: Body, request_ok: bool) -> Answer:
-        provider, config, route = admission.provider, admission.config, admission.route
+    # --- a body the route's secret does not vouch for --------------------------------------------
+
+    async def _vouch(self, admission: Admission, body: Body) -> Vouched:
+        """The bounded look an unverified body gets: which GitRepo secrets, if any, sign it.
+
+        It holds no processing slot (a share of its own, so strangers cannot take the slots signed
+        deliveries need) and buys no planning: from the body only the repository is taken, to find
+        the GitRepos in the route's namespaces that name their own spec.webhookSecret; at most
+        MAX_UNVERIFIED_SECRETS of those secrets are read (reads and refusals are cached) and tried.
+        """
+        limits = admission.config.limits
+        if self.r.vouching >= max(1, limits.max_concurrent_requests // 4):
+            raise admission.fail(busy("too many unauthenticated deliveries being checked"))
+        self.r.vouching += 1
         try:
-            if request_ok:
-                parsed_all = await self.r.parsers.authenticated(provider, admission.head, body)
+            async with asyncio.timeout(limits.request_timeout_seconds):
+                return await self._vouch_within(admission, body)
+        except TimeoutError:
+            raise admission.fail(busy("delivery took too long; retry later", "timeout", 5)) from None
+        finally:
+            self.r.vouching -= 1
+
+    async def _vouch_within(self, admission: Admission, body: Body) -> Vouched:
+        config, provider = admission.config, admission.provider
+        try:
+            parsed = await self.r.parsers.unverified(
+                provider,
+                admission.head,
+                body,
+                min(config.limits.unverified_parse_bytes, config.limits.spool_after_bytes),
+            )
+        except (UnsupportedMediaType, PayloadError):
+            raise await self.unauthorized(admission) from None
+        parsed = registry.complete_urls(parsed, config.bitbucket_server_base_url(admission.route))
+        secrets = self._candidate_secrets(parsed, admission)
+        signed: set[tuple[str, str]] = set()
+        unavailable: SecretUnavailable | None = None
+        for namespace, name in secrets:
+            try:
+                creds = await self._gitrepo_creds(namespace, name, admission)
+            except SecretUnavailable as exc:
+                unavailable = unavailable or (None if exc.refused else exc)
+                continue
+            if creds and await self._verify_whole(admission, body, creds) is Verdict.OK:
+                signed.add((namespace, name))
+        if signed:
+            return Vouched(tuple(parsed), frozenset(signed))
+        if unavailable is not None:  # the secret that signs it may be the one the API cannot serve now
+            raise admission.fail(busy(f"webhook secret unavailable ({unavailable})", "secret_unavailable", 5))
+        raise await self.unauthorized(admission, tried_gitrepo_secrets=bool(secrets))
+
+    def _candidate_secrets(self, parsed: Sequence[Parsed], admission: Admission) -> list[tuple[str, str]]:
+        """(namespace, Secret name) of the GitRepos of the named repositories that may vouch, bounded."""
+        config, route, index = admission.config, admission.route, self.r.index
+        found: dict[tuple[str, str], None] = {}
+        seen: set[tuple[str, ...]] = set()
+        for item in parsed:
+            if item.repo_urls in seen:  # a batch of thousands of refs names one repository
+                continue
+            seen.add(item.repo_urls)
+            if isinstance(item, PushEvent):
+                infos: Iterable[GitRepoInfo] = (c.gitrepo for c in candidates(item, index, config))
             else:
-                parsed_all = await self.r.parsers.unverified(
-                    provider,
-                    admission.head,
-                    body,
-                    min(config.limits.unverified_parse_bytes, config.limits.spool_after_bytes),
-                )
-        except UnsupportedMediaType as exc:
-            if not request_ok:
-                raise await self.unauthorized(admission) from None
-            raise admission.fail(Refusal(415, str(exc), "unsupported_media_type")) from None
-        except PayloadError as exc:
-            if not request_ok:
-                raise await self.unauthorized(admission) from None
-            raise admission.fail(Refusal(400, f"malformed {provider.name} payload: {exc}", "bad_payload")) from None
-        # A Bitbucket Server push without repository links names its repository by the configured base URL.
-        parsed_all = registry.complete_urls(parsed_all, config.bitbucket_server_base_url(route))
+                keys = dict.fromkeys(k for k in map(index.key, item.repo_urls) if k is not None)
+                infos = (info for key in keys for info in index.lookup(key))
+            for info in infos:
+                if info.webhook_secret and route.allows_namespace(info.namespace):
+                    found.setdefault((info.namespace, info.webhook_secret))
+                    if len(found) >= MAX_UNVERIFIED_SECRETS:
+                        return list(found)
+        return list(found)
+
+    async def _gitrepo_creds(self, namespace: str, name: str, admission: Admission) -> list[Credential] | None:
+        """A GitRepo secret's credential sets for the provider (fallback keys renamed); None: no such Secret."""
+        provider, suffix = admission.provider, admission.config.secrets.previous_suffix
+        creds = await self.r.secrets.gitrepo_credentials(namespace, name, provider.secret_keys, suffix)
+        for keys in provider.fallback_secret_keys:
+            if creds == []:
+                fallback = await self.r.secrets.gitrepo_credentials(namespace, name, keys, suffix)
+                creds = _rekey(fallback or [], provider.secret_keys)
+        return creds
+
+    # --- an authenticated body ---------------------------------------------------------------------
+
+    async def _complete(self, admission: Admission, body: Body, request_ok: bool, vouched: Vouched | None) -> Answer:
+        provider, config, route = admission.provider, admission.config, admission.route
+        if vouched is not None:
+            parsed_all: Sequence[Parsed] = vouched.parsed
+        else:
+            try:
+                parsed_all = await self.r.parsers.authenticated(provider, admission.head, body)
+            except UnsupportedMediaType as exc:
+                raise admission.fail(Refusal(415, str(exc), "unsupported_media_type")) from None
+            except PayloadError as exc:
+                reason = f"malformed {provider.name} payload: {exc}"
+                raise admission.fail(Refusal(400, reason, "bad_payload")) from None
+            # A Bitbucket Server push without repository links names its repository by the configured base URL.
+            parsed_all = registry.complete_urls(parsed_all, config.bitbucket_server_base_url(route))
 
         pushes = [p for p in parsed_all if isinstance(p, PushEvent)]
         unauthenticated_ok = admission.auth is None and admission.provider_cfg.allow_unauthenticated
         if not pushes:
-            if not request_ok and not await self._ping_authorized(parsed_all, admission, body):
-                raise await self.unauthorized(admission)
             if unauthenticated_ok:
                 self._warn_unauthenticated(admission)
             return self._non_push_answer(parsed_all, admission)
 
         dedupe_key = f"{route.path} {provider.name}"
-        cached = self.r.dedupe.get(dedupe_key, admission.delivery) if request_ok else None
+        # A delivery id is an unsigned header: the cache holds it together with what was signed.
+        seen_as = f"{admission.delivery} {fingerprint(pushes)}" if admission.delivery else None
+        cached = self.r.dedupe.get(dedupe_key, seen_as)
         if cached is not None:
             self.r.metrics.dedupe_hits.labels(provider.name).inc()
             answer = json.loads(cached.body)
@@ -390,21 +505,17 @@ class Pipeline:
             return Answer(cached.status, answer, {}, "duplicate", provider.name, admission.delivery)
 
         history = self.r.history_for(route)
-        decisions = plan_delivery(pushes, self.r.index, config, route, history)
-        auth_cache: dict[tuple[str, str], tuple[bool, str]] = {}
-        authorized_any = request_ok
-        checked: list[tuple[PushEvent, Decision, str | None]] = []
+        only = None if vouched is None else vouched.covers
+        decisions = plan_delivery(pushes, self.r.index, config, route, history, only)
+        auth_cache: dict[tuple[str, str], GitRepoAuth] = {}
+        checked: list[tuple[PushEvent, Decision, GitRepoAuth]] = []
         for index, (push, decision) in enumerate(decisions):
             if index % 500 == 499:
                 await asyncio.sleep(0)  # a batch of thousands of refs must not hold the loop
-            ok, why = await self._authorized_for(decision.gitrepo, admission, body, request_ok, auth_cache)
-            authorized_any |= ok
-            checked.append((push, decision, None if ok else why))
-            if ok and decision.paths is not None:
+            auth = await self._gitrepo_auth(decision.gitrepo, admission, body, request_ok, vouched, auth_cache)
+            checked.append((push, decision, auth))
+            if auth.ok and decision.paths is not None:
                 self.r.metrics.paths_rule.labels(decision.paths.outcome.value).inc()
-        if not authorized_any:
-            tried_own = any(d.gitrepo.webhook_secret for _, d in decisions)
-            raise await self.unauthorized(admission, tried_gitrepo_secrets=tried_own)
         if unauthenticated_ok:
             self._warn_unauthenticated(admission)
 
@@ -412,61 +523,52 @@ class Pipeline:
             history.learn(push)
         status, answer = await self._apply(checked, admission, history, request_ok)
         if status < 500:
-            self.r.dedupe.put(dedupe_key, admission.delivery, CachedAnswer(status, json.dumps(answer).encode()))
+            self.r.dedupe.put(dedupe_key, seen_as, CachedAnswer(status, json.dumps(answer).encode()))
         self._log_delivery(admission, pushes, answer, status)
         outcome = "accepted" if status < 500 else "write_failed"
         retry = {"Retry-After": "5"} if status == 503 else {}  # some GitRepo write failed: ask for a retry
         return Answer(status, answer, retry, outcome, provider.name, admission.delivery)
 
-    async def _ping_authorized(self, parsed_all: Sequence[Parsed], admission: Admission, body: Body) -> bool:
-        """A ping signed with the webhookSecret of a GitRepo of its repository is authentic too.
-
-        Without this, a host whose only secret is a GitRepo's own would see its "test delivery" fail.
-        """
-        urls = [u for p in parsed_all if isinstance(p, Ping | Ignored) for u in p.repo_urls]
-        cache: dict[tuple[str, str], tuple[bool, str]] = {}
-        for key in dict.fromkeys(k for k in map(self.r.index.key, urls) if k is not None):
-            for info in self.r.index.lookup(key):
-                if info.webhook_secret and (await self._authorized_for(info, admission, body, False, cache))[0]:
-                    return True
-        return False
-
-    async def _authorized_for(
+    async def _gitrepo_auth(
         self,
         info: GitRepoInfo,
         admission: Admission,
         body: Body,
         request_ok: bool,
-        cache: dict[tuple[str, str], tuple[bool, str]],
-    ) -> tuple[bool, str]:
-        """Whether the delivery is authentic for this GitRepo (its own webhookSecret wins)."""
-        config, provider = admission.config, admission.provider
+        vouched: Vouched | None,
+        cache: dict[tuple[str, str], GitRepoAuth],
+    ) -> GitRepoAuth:
+        """Whether the delivery is authentic for this GitRepo (its own webhookSecret wins).
+
+        A GitRepo outside the route's namespaces is never written, so its secret is never read. A
+        Secret that cannot be read fails that GitRepo alone: skipped when RBAC refuses it, failed
+        (503, the host retries) when the API cannot answer now.
+        """
+        config, route = admission.config, admission.route
         if not (config.secrets.gitrepo_secrets and info.webhook_secret):
-            return request_ok, "not authenticated with the route's secret"
+            return GitRepoAuth(request_ok, "not authenticated with the route's secret")
+        if vouched is not None:
+            return GitRepoAuth(True) if vouched.covers(info) else GitRepoAuth(False, WITHHELD)
+        if not route.allows_namespace(info.namespace):
+            return GitRepoAuth(False, f"namespace {info.namespace!r} is not served by this route")
         key = (info.namespace, info.webhook_secret)
         if key in cache:
             return cache[key]
         try:
-            creds = await self.r.secrets.gitrepo_credentials(
-                info.namespace, info.webhook_secret, provider.secret_keys, config.secrets.previous_suffix
-            )
-            for keys in provider.fallback_secret_keys:
-                if creds == []:
-                    fallback = await self.r.secrets.gitrepo_credentials(
-                        info.namespace, info.webhook_secret, keys, config.secrets.previous_suffix
-                    )
-                    creds = _rekey(fallback or [], provider.secret_keys)
+            creds = await self._gitrepo_creds(info.namespace, info.webhook_secret, admission)
         except SecretUnavailable as exc:
-            raise admission.fail(busy(f"webhook secret unavailable ({exc})", "secret_unavailable", 5)) from None
-        if creds is None:
-            result = (False, f"spec.webhookSecret {info.webhook_secret!r} not found in namespace {info.namespace!r}")
-        elif not creds:
-            names = ", ".join(provider.secret_keys)
-            result = (False, f"spec.webhookSecret {info.webhook_secret!r} has no key {names}")
-        elif await self._verify_whole(admission, body, creds) is Verdict.OK:
-            result = (True, "")
+            result = GitRepoAuth(False, f"webhook secret unavailable ({exc})", retry=not exc.refused)
         else:
-            result = (False, f"signature does not match spec.webhookSecret {info.webhook_secret!r}")
+            if creds is None:
+                why = f"spec.webhookSecret {info.webhook_secret!r} not found in namespace {info.namespace!r}"
+                result = GitRepoAuth(False, why)
+            elif not creds:
+                names = ", ".join(admission.provider.secret_keys)
+                result = GitRepoAuth(False, f"spec.webhookSecret {info.webhook_secret!r} has no key {names}")
+            elif await self._verify_whole(admission, body, creds) is Verdict.OK:
+                result = GitRepoAuth(True)
+            else:
+                result = GitRepoAuth(False, f"signature does not match spec.webhookSecret {info.webhook_secret!r}")
         cache[key] = result
         return result
 
@@ -480,7 +582,7 @@ class Pipeline:
 
     async def _apply(
         self,
-        checked: Sequence[tuple[PushEvent, Decision, str | None]],
+        checked: Sequence[tuple[PushEvent, Decision, GitRepoAuth]],
         admission: Admission,
         history: CommitHistory,
         request_ok: bool,
@@ -498,12 +600,14 @@ class Pipeline:
         failed: list[dict[str, Any]] = []
         to_write: list[tuple[PushEvent, Decision]] = []
         hidden = 0
-        for push, decision, auth_problem in checked:
+        for push, decision, auth in checked:
             info = decision.gitrepo
-            if not route.allows_namespace(info.namespace) or (auth_problem and not request_ok):
+            if not route.allows_namespace(info.namespace) or (not auth.ok and not request_ok):
                 hidden += 1
-            elif auth_problem:
-                skipped.append(_gitrepo_entry(info, reason=auth_problem, via=decision.via))
+            elif not auth.ok and auth.retry:
+                failed.append(_gitrepo_entry(info, reason=auth.problem, via=decision.via))
+            elif not auth.ok:
+                skipped.append(_gitrepo_entry(info, reason=auth.problem, via=decision.via))
             elif decision.action is Action.SKIP:
                 skipped.append(_gitrepo_entry(info, reason=decision.reason, via=decision.via))
             elif decision.action is Action.UNCHANGED and not self.r.shared_order:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from controller.config import SecretSource, default_config
@@ -24,8 +25,28 @@ SecretReader = Callable[[str, str], Awaitable[dict[str, bytes] | None]]
 MAX_SECRET_FILE_BYTES = 64 * 1024
 
 
+# A failed read is answered from the cache for this long (at most `ttl`), so that strangers cannot
+# make the receiver ask an unreachable or refusing API server once per request.
+FAILED_READ_RETRY_SECONDS = 2.0
+
+
 class SecretUnavailable(Exception):
-    """The secret could not be read right now (API down): the delivery is answered 503."""
+    """The secret could not be read: the API is down (503, retry) or RBAC refuses it (`refused`)."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+@dataclass(frozen=True, slots=True)
+class _FailedRead:
+    """A cached failure: the same SecretUnavailable is raised until the entry expires."""
+
+    message: str
+    refused: bool
+
+    def error(self) -> SecretUnavailable:
+        return SecretUnavailable(self.message, refused=self.refused)
 
 
 def _usable(value: bytes | None) -> bool:
@@ -70,7 +91,9 @@ class SecretStore:
         self._namespace = controller_namespace
         self.ttl = default_config().secrets.cache_seconds if ttl is None else ttl  # the schema's default
         # Not a cachetools.TTLCache: an expired entry is still the answer while the API is unreachable.
-        self._cache: dict[tuple[str, str, str], tuple[float, dict[str, bytes] | None]] = {}
+        # Entries: (expires at, value); a refusal by RBAC is cached like a value, an unreachable API
+        # for FAILED_READ_RETRY_SECONDS.
+        self._cache: dict[tuple[str, str, str], tuple[float, dict[str, bytes] | _FailedRead | None]] = {}
         self._sets: dict[tuple[int, tuple[str, ...], str], tuple[dict[str, bytes] | None, list[Credential]]] = {}
 
     def namespace_of(self, source: SecretSource) -> str:
@@ -78,14 +101,20 @@ class SecretStore:
         return source.namespace or self._namespace
 
     async def data(self, source: SecretSource) -> dict[str, bytes] | None:
-        """The source's key->value data; None when the Secret or folder does not exist."""
+        """The source's key->value data; None when the Secret or folder does not exist.
+
+        Raises SecretUnavailable when it cannot be read (refused: RBAC does not allow it).
+        """
         cache_key = (
             ("dir", source.directory, "") if source.is_directory else ("k8s", self.namespace_of(source), source.name)
         )
         hit = self._cache.get(cache_key)
         now = time.monotonic()
-        if hit is not None and now - hit[0] < self.ttl:
+        if hit is not None and now < hit[0]:
+            if isinstance(hit[1], _FailedRead):
+                raise hit[1].error()
             return hit[1]
+        retry_at = now + min(self.ttl, FAILED_READ_RETRY_SECONDS)
         try:
             if source.is_directory:
                 value = await asyncio.to_thread(_read_directory, source.directory)
@@ -93,16 +122,24 @@ class SecretStore:
                 value = await self._reader(self.namespace_of(source), source.name)
         except Forbidden:
             where = f"secret {self.namespace_of(source)}/{source.name}"
-            raise SecretUnavailable(f"{where}: the controller's RBAC does not allow reading it") from None
+            failed = _FailedRead(f"{where}: the controller's RBAC does not allow reading it", refused=True)
+            self._store(cache_key, now + self.ttl, failed)
+            raise failed.error() from None
         except Exception as exc:
-            if hit is not None:  # serve the last known value while the API is unreachable
+            if hit is not None and not isinstance(hit[1], _FailedRead):
+                self._store(cache_key, retry_at, hit[1])  # the last known value while the API is unreachable
                 return hit[1]
             where = source.describe() if source.is_directory else f"secret {self.namespace_of(source)}/{source.name}"
-            raise SecretUnavailable(f"{where}: {type(exc).__name__}") from None
-        self._cache[cache_key] = (now, value)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
+            failed = _FailedRead(f"{where}: {type(exc).__name__}", refused=False)
+            self._store(cache_key, retry_at, failed)
+            raise failed.error() from None
+        self._store(cache_key, now + self.ttl, value)
         return value
+
+    def _store(self, key: tuple[str, str, str], expires: float, value: dict[str, bytes] | _FailedRead | None) -> None:
+        if len(self._cache) >= 10_000 and key not in self._cache:
+            self._cache.clear()
+        self._cache[key] = (expires, value)
 
     async def credentials(self, source: SecretSource, keys: Sequence[str], suffix: str) -> list[Credential]:
         """Credential sets (current, then previous) for a provider's keys from one source.

@@ -183,7 +183,7 @@ class GitRepoUpdater:
         current, fresh, attempt = info, False, 0
         while True:
             ledger = Ledger.parse(current.ledger)
-            if ledger.handled(event.delivery_id):
+            if ledger.handled(event):
                 return WriteResult(current, Outcome.UNCHANGED, f"delivery {event.delivery_id} was already recorded")
             learnt = ledger.learn(event, current.webhook_commit)
             verdict = self._judge(current, event, learnt.history())

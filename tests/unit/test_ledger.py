@@ -36,9 +36,16 @@ def test_order_facts_survive_the_annotation() -> None:
 
 def test_only_recorded_deliveries_are_handled() -> None:
     learnt = Ledger().learn(push(A, B, "d1"), A)
-    assert not learnt.handled("d1")  # learnt, not yet seen recorded: a retry must be judged again
-    assert learnt.learn(push(B, C, "d2"), B).handled("d1")
-    assert not learnt.handled(None)
+    assert not learnt.handled(push(A, B, "d1"))  # learnt, not yet seen recorded: a retry must be judged again
+    assert learnt.learn(push(B, C, "d2"), B).handled(push(A, B, "d1"))
+    assert not learnt.handled(push(A, B, None))
+
+
+def test_a_recorded_delivery_id_sent_with_another_push_is_not_handled() -> None:
+    """The id is an unsigned header: a captured body under the id of a later push must not hide it."""
+    ledger = Ledger().learn(push(A, B, "d1"), A).learn(push(B, C, "d2"), B)
+    assert ledger.handled(push(A, B, "d1"))
+    assert not ledger.handled(push(B, C, "d1"))
 
 
 def test_learning_the_same_delivery_again_moves_it_last_without_a_copy() -> None:
