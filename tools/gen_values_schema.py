@@ -151,7 +151,7 @@ CHART_PROPERTIES: dict[str, Schema] = {
             "logFormat": {"enum": ["json", "text"]},
             "shutdownDelaySeconds": {"type": "integer", "minimum": 0, "maximum": 300},
             "shutdownGraceSeconds": {"type": "integer", "minimum": 0, "maximum": 600},
-            "sharedOrder": {"type": "boolean"},
+            "sharedOrder": {"type": ["boolean", "null"]},
         }
     ),
     "extraEnv": k8s_list("EnvVar objects.", required=["name"]),

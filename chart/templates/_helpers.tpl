@@ -94,10 +94,53 @@ What the controller config implies for RBAC. The defaults here are the schema's 
 {{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
 {{- end -}}
 
+{{/*
+"true" when the receiver keeps the webhook-ledger annotation (FLEET_WEBHOOK_SHARED_ORDER):
+settings.sharedOrder when set, else exactly when several replicas may run.
+*/}}
+{{- define "fleet-webhook.sharedOrder" -}}
+{{- if kindIs "invalid" .Values.settings.sharedOrder -}}
+{{- include "fleet-webhook.severalReplicas" . -}}
+{{- else if .Values.settings.sharedOrder -}}true{{- end -}}
+{{- end -}}
+
 {{/* "true" when a GitRepo's spec.webhookSecret is honoured (config.secrets.gitRepoSecrets, default true). */}}
 {{- define "fleet-webhook.gitRepoSecrets" -}}
 {{- $secrets := (.Values.config.secrets | default dict) -}}
 {{- if or (not (hasKey $secrets "gitRepoSecrets")) $secrets.gitRepoSecrets -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Namespaces where a GitRepo's spec.webhookSecret may be read, as a JSON list; ["*"] means every namespace.
+Only GitRepos a route serves are ever updated, so: the union of routes[].namespaces when every route
+lists some (the default route `/` lists none), kept to config.watch.namespaces when that is set; else
+config.watch.namespaces; else every namespace.
+*/}}
+{{- define "fleet-webhook.gitRepoSecretNamespaces" -}}
+{{- $watched := include "fleet-webhook.watchNamespaces" . | fromJsonArray -}}
+{{- $routes := .Values.config.routes | default (list (dict "path" "/")) -}}
+{{- $served := list -}}
+{{- $everywhere := false -}}
+{{- range $route := $routes -}}
+{{- if $route.namespaces -}}
+{{- $served = concat $served $route.namespaces -}}
+{{- else -}}
+{{- $everywhere = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not $everywhere -}}
+{{- $kept := list -}}
+{{- range $ns := ($served | uniq | sortAlpha) -}}
+{{- if or (not $watched) (has $ns $watched) -}}
+{{- $kept = append $kept $ns -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $kept -}}
+{{- else if $watched -}}
+{{- toJson $watched -}}
+{{- else -}}
+{{- toJson (list "*") -}}
+{{- end -}}
 {{- end -}}
 
 {{/*

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from controller.config import load_file
@@ -68,7 +69,8 @@ def test_install_then_upgrade_reconfigures_without_a_rollout(
     rbac = client.RbacAuthorizationV1Api(kube_api)
 
     helm_install(helm, control_plane, "install", release, release_namespace)
-    assert present(core.read_namespaced_config_map(name, release_namespace).data)["config.yaml"].rstrip().endswith("{}")
+    installed = yaml.safe_load(present(core.read_namespaced_config_map(name, release_namespace).data)["config.yaml"])
+    assert installed == {"polling": {"manage": False}, "secrets": {"gitRepoSecrets": False}}  # the chart's defaults
     assert present(apps.read_namespaced_deployment(name, release_namespace).metadata).generation == 1
     assert rbac.read_cluster_role(f"{release_namespace}-{name}").rules
 

@@ -42,6 +42,7 @@ class Release:
         self.config_text: str = present(
             client.CoreV1Api(api).read_namespaced_config_map(self.fullname, namespace).data
         )["config.yaml"]
+        self.global_secret = "gitjob-webhook"  # the default config.secrets.source
         # The ServiceAccount must come from the chart (create=False fails if it does not exist).
         self.kubeconfig = cp.kubeconfig_for_service_account(namespace, self.fullname, create=False)
 
@@ -105,6 +106,7 @@ async def test_namespaced_receiver_does_its_job_and_nothing_outside_its_namespac
 config:
   watch: {{namespaces: [{team}]}}
   secrets: {{gitRepoSecrets: false}}
+  polling: {{manage: true}}
 webhookSecret:
   create: true
   data: {{github: {GLOBAL_SECRET}}}
@@ -158,7 +160,7 @@ webhookSecret:
     assert refused(core.create_namespaced_event, outside, event) == 403
 
 
-async def test_cluster_wide_receiver_reads_gitrepo_secrets_but_cannot_list_secrets(
+async def test_default_install_records_pushes_through_status_only_and_reads_one_secret(
     helm: Helm,
     control_plane: ControlPlane,
     kube_api: client.ApiClient,
@@ -166,7 +168,8 @@ async def test_cluster_wide_receiver_reads_gitrepo_secrets_but_cannot_list_secre
     receivers: list[ReceiverEnv],
     sa_api: list[client.ApiClient],
 ) -> None:
-    """Default config: every namespace watched, a GitRepo's spec.webhookSecret honoured (get on any Secret)."""
+    """Empty config (issue 22, part 6): the receiver does its job with gitrepos get/list/watch, gitrepos/status
+    patch, events create and the one named Secret; patching a GitRepo itself or reading any other Secret is 403."""
     ns_one = create_namespace(kube_api, unique("one"))
     ns_two = create_namespace(kube_api, unique("two"))
     release = Release(
@@ -174,42 +177,100 @@ async def test_cluster_wide_receiver_reads_gitrepo_secrets_but_cannot_list_secre
         control_plane,
         kube_api,
         release_namespace,
-        f"webhookSecret:\n  create: true\n  data: {{github: {GLOBAL_SECRET}}}\n",
+        f"webhookSecret:\n  create: true\n  data: {{github: {GLOBAL_SECRET}}}\n",  # values only; config empty
     )
     repo_one = "https://github.com/example-org/one"
     repo_two = "https://github.com/example-org/two"
     env = ReceiverEnv(kube_api, release.kubeconfig, release_namespace)
     receivers.append(env)
     create_secret(kube_api, ns_one, "own-hook", {"github": GITREPO_SECRET})
-    env.create_gitrepo("own-secret", repo_one, namespace=ns_one, webhookSecret="own-hook")
-    env.create_gitrepo("global-secret", repo_two, namespace=ns_two)
+    create_secret(kube_api, release_namespace, "unrelated", {"token": "x"})
+    env.create_gitrepo("one", repo_one, namespace=ns_one)
+    env.create_gitrepo("two", repo_two, namespace=ns_two)
 
     await env.start(release.config_text)
-    await env.wait_indexed("own-secret", namespace=ns_one)
-    await env.wait_indexed("global-secret", namespace=ns_two)
-    own = await env.send(delivery("github", https_url=repo_one, commit=sha("one"), secret=GITREPO_SECRET))
-    assert own.status == 200, own.body
-    assert own.names("updated") == {"own-secret"}
-    glob = await env.send(delivery("github", https_url=repo_two, commit=sha("two"), secret=GLOBAL_SECRET))
-    assert glob.status == 200, glob.body
-    assert env.webhook_commit("own-secret", ns_one) == sha("one")
-    assert env.webhook_commit("global-secret", ns_two) == sha("two")
-    assert env.gitrepo("global-secret", ns_two)["spec"]["pollingInterval"] == "1h"
-    assert [e.reason for e in await events_on(kube_api, ns_two, "global-secret")] == ["WebhookCommit"]
+    await env.wait_indexed("one", namespace=ns_one)
+    await env.wait_indexed("two", namespace=ns_two)
+    for name, ns, repo in (("one", ns_one, repo_one), ("two", ns_two, repo_two)):
+        before = env.gitrepo(name, ns)
+        resp = await env.send(delivery("github", https_url=repo, commit=sha(name), secret=GLOBAL_SECRET))
+        assert resp.status == 200, resp.body
+        assert resp.names("updated") == {name}
+        stored = env.gitrepo(name, ns)
+        assert stored["status"]["webhookCommit"] == sha(name)
+        assert stored["metadata"]["generation"] == before["metadata"]["generation"]  # the object is untouched
+        assert "pollingInterval" not in stored["spec"]
+        assert "annotations" not in stored["metadata"]  # no ledger, no polling marker
+        ours = [m for m in stored["metadata"]["managedFields"] if m["manager"] == "fleet-webhook"]
+        assert [m.get("subresource") for m in ours] == ["status"]  # every write it made went through /status
+        assert [e.reason for e in await events_on(kube_api, ns, name)] == ["WebhookCommit"]
+
+    sa = new_api_client(release.kubeconfig)
+    sa_api.append(sa)
+    core, custom = client.CoreV1Api(sa), client.CustomObjectsApi(sa)
+    assert present(core.read_namespaced_secret(release.global_secret, release_namespace).data)  # the one it needs
+    assert refused(core.read_namespaced_secret, "unrelated", release_namespace) == 403
+    assert refused(core.read_namespaced_secret, "own-hook", ns_one) == 403  # no GitRepo secrets by default
+    assert refused(core.list_secret_for_all_namespaces) == 403
+    assert refused(core.list_namespaced_secret, release_namespace) == 403
+    spec_patch = {"spec": {"pollingInterval": "1h"}}
+    assert refused(custom.patch_namespaced_custom_object, GROUP, VERSION, ns_one, PLURAL, "one", spec_patch) == 403
+    annotation = {"metadata": {"annotations": {"fleet-webhook.cattle.io/webhook-ledger": "{}"}}}
+    assert refused(custom.patch_namespaced_custom_object, GROUP, VERSION, ns_two, PLURAL, "two", annotation) == 403
+    assert refused(client.AppsV1Api(sa).list_namespaced_deployment, release_namespace) == 403
+    assert refused(custom.delete_namespaced_custom_object, GROUP, VERSION, ns_one, PLURAL, "one") == 403
+
+
+async def test_gitrepo_secrets_are_readable_only_in_the_namespaces_routes_serve(
+    helm: Helm,
+    control_plane: ControlPlane,
+    kube_api: client.ApiClient,
+    release_namespace: str,
+    receivers: list[ReceiverEnv],
+    sa_api: list[client.ApiClient],
+) -> None:
+    """config.secrets.gitRepoSecrets: true with a route for one namespace: a GitRepo's own Secret verifies
+    there; the same get in a watched namespace no route serves is 403."""
+    served = create_namespace(kube_api, unique("served"))
+    unserved = create_namespace(kube_api, unique("unserved"))
+    release = Release(
+        helm,
+        control_plane,
+        kube_api,
+        release_namespace,
+        f"""
+config:
+  secrets: {{gitRepoSecrets: true}}
+  watch: {{namespaces: [{served}, {unserved}]}}
+  routes:
+    - path: /
+      prefix: true
+      namespaces: [{served}]
+webhookSecret:
+  create: true
+  data: {{github: {GLOBAL_SECRET}}}
+""",
+    )
+    repo = "https://github.com/example-org/own"
+    env = ReceiverEnv(kube_api, release.kubeconfig, release_namespace)
+    receivers.append(env)
+    create_secret(kube_api, served, "own-hook", {"github": GITREPO_SECRET})
+    create_secret(kube_api, unserved, "own-hook", {"github": GITREPO_SECRET})
+    env.create_gitrepo("own-secret", repo, namespace=served, webhookSecret="own-hook")
+
+    await env.start(release.config_text)
+    await env.wait_indexed("own-secret", namespace=served)
+    resp = await env.send(delivery("github", https_url=repo, commit=sha("own"), secret=GITREPO_SECRET))
+    assert resp.status == 200, resp.body
+    assert env.webhook_commit("own-secret", served) == sha("own")
 
     sa = new_api_client(release.kubeconfig)
     sa_api.append(sa)
     core = client.CoreV1Api(sa)
-    assert refused(core.list_secret_for_all_namespaces) == 403  # get by name only, never list or watch
-    assert refused(core.list_namespaced_secret, ns_one) == 403
-    assert refused(core.delete_namespaced_secret, "own-hook", ns_one) == 403
-    assert refused(client.AppsV1Api(sa).list_namespaced_deployment, release_namespace) == 403
-    assert (
-        refused(
-            client.CustomObjectsApi(sa).delete_namespaced_custom_object, GROUP, VERSION, ns_one, PLURAL, "own-secret"
-        )
-        == 403
-    )
+    assert refused(core.read_namespaced_secret, "own-hook", unserved) == 403
+    assert refused(core.list_namespaced_secret, served) == 403  # get by name only, never list
+    assert refused(core.read_namespaced_secret, "own-hook", release_namespace) in (403, 404)  # no Role there
+    assert refused(core.list_secret_for_all_namespaces) == 403
 
 
 def can(

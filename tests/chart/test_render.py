@@ -192,17 +192,27 @@ GITREPO_GRANTS = {
     ("gitrepos", "patch", "*"),
     ("events", "create", "*"),
 }
+SPEC_PATCH = ("gitrepos", "patch", "*")
+STATUS_ONLY = GITREPO_GRANTS - {SPEC_PATCH}  # what the chart grants on GitRepos unless a feature writes the object
 
 
-def test_default_rbac_is_cluster_wide_for_gitrepos_and_named_for_the_global_secret(helm: Helm) -> None:
+def test_default_rbac_reads_secrets_by_name_only_and_writes_status_only(helm: Helm) -> None:
+    """Empty config: no Secret is readable but the global one, by name; GitRepos are written through /status only."""
     manifests = helm.template(namespace="cattle-fleet-system")
-    cluster = rules_of(manifests, "ClusterRole")[""]
-    assert grants(cluster) == GITREPO_GRANTS | {("secrets", "get", "*")}  # GitRepo spec.webhookSecret
+    cluster = rules_of(manifests, "ClusterRole")
+    assert set(cluster) == {""}  # one ClusterRole: GitRepos in every namespace
+    assert grants(cluster[""]) == STATUS_ONLY
+    assert not [g for g in grants(cluster[""]) if g[0] == "secrets"]
     assert grants(rules_of(manifests, "Role")["cattle-fleet-system"]) == {("secrets", "get", "gitjob-webhook")}
     binding = one(manifests, "ClusterRoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "fw-fleet-webhook", "namespace": "cattle-fleet-system"}
     ]
+    config = yaml.safe_load(one(manifests, "ConfigMap")["data"]["config.yaml"])
+    assert config["polling"]["manage"] is False  # what the controller is told matches what it may do
+    assert config["secrets"]["gitRepoSecrets"] is False
+    env = {e["name"]: e.get("value") for e in container(manifests)["env"]}
+    assert env["FLEET_WEBHOOK_SHARED_ORDER"] == "false"  # one replica: no ledger annotation
 
 
 def test_namespaced_config_gives_roles_only_and_secrets_by_name(helm: Helm) -> None:
@@ -212,20 +222,65 @@ def test_namespaced_config_gives_roles_only_and_secrets_by_name(helm: Helm) -> N
     roles = rules_of(manifests, "Role")
     assert set(roles) == {"fleet", "team-a", "team-b"}
     assert grants(roles["fleet"]) == {("secrets", "get", "gitjob-webhook")}
-    assert grants(roles["team-a"]) == GITREPO_GRANTS | {("secrets", "get", "webhook-team-a")}
-    assert grants(roles["team-b"]) == GITREPO_GRANTS | {("secrets", "get", "webhook-team-b")}
+    assert grants(roles["team-a"]) == STATUS_ONLY | {("secrets", "get", "webhook-team-a")}
+    assert grants(roles["team-b"]) == STATUS_ONLY | {("secrets", "get", "webhook-team-b")}
     for binding in by_kind(manifests, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "fw-fleet-webhook", "namespace": "fleet"}]
 
 
-def test_switches_remove_exactly_their_rule(helm: Helm) -> None:
-    switches = ["config.polling.manage=false", "config.secrets.gitRepoSecrets=false"]
-    manifests = helm.template(sets=[*switches, "settings.sharedOrder=false"])
-    assert grants(rules_of(manifests, "ClusterRole")[""]) == GITREPO_GRANTS - {("gitrepos", "patch", "*")}
-    shared = helm.template(sets=switches)  # settings.sharedOrder (default true) writes the ledger annotation
-    assert grants(rules_of(shared, "ClusterRole")[""]) == GITREPO_GRANTS
+def test_features_that_write_the_gitrepo_object_add_exactly_the_patch_rule(helm: Helm) -> None:
+    """polling.manage (spec.pollingInterval) and sharedOrder (the ledger annotation) are the only writers
+    of the GitRepo object; each adds `patch` on gitrepos and nothing else."""
+    for sets in (
+        ["config.polling.manage=true"],
+        ["settings.sharedOrder=true"],
+        ["replicaCount=2"],  # sharedOrder empty: on with several replicas
+        ["autoscaling.enabled=true"],
+    ):
+        manifests = helm.template(sets=sets)
+        assert grants(rules_of(manifests, "ClusterRole")[""]) == GITREPO_GRANTS, sets
+    off = helm.template(sets=["replicaCount=1", "settings.sharedOrder=false", "config.polling.manage=false"])
+    assert grants(rules_of(off, "ClusterRole")[""]) == STATUS_ONLY
     directory = helm.template(sets=["config.secrets.source.directory=/etc/fleet-webhook-secrets"])
     assert by_kind(directory, "Role") == []  # no Secret is named: none is readable by name
+
+
+def secret_reads(manifests: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    """(kind, namespace) -> Secret names readable through it ("*": any name)."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for kind in ("ClusterRole", "Role"):
+        for namespace, rules in rules_of(manifests, kind).items():
+            names = {name for resource, verb, name in grants(rules) if resource == "secrets" and verb == "get"}
+            if names:
+                found[(kind, namespace)] = names
+    return found
+
+
+def test_gitrepo_secrets_are_readable_only_where_routes_serve_and_only_when_on(helm: Helm, tmp_path: Path) -> None:
+    """secrets.gitRepoSecrets: get on any Secret name, in exactly the namespaces whose GitRepos a route can update."""
+    named = {("Role", "fleet"): {"gitjob-webhook"}}
+    assert secret_reads(helm.template(namespace="fleet")) == named  # off by default
+    everywhere = helm.template(namespace="fleet", sets=["config.secrets.gitRepoSecrets=true"])
+    assert secret_reads(everywhere) == named | {("ClusterRole", ""): {"*"}}  # the default route serves all
+    watched = helm.template(
+        namespace="fleet", sets=["config.secrets.gitRepoSecrets=true", "config.watch.namespaces={team-a,team-b}"]
+    )
+    assert secret_reads(watched) == named | {("Role", "team-a"): {"*"}, ("Role", "team-b"): {"*"}}
+    routes = [
+        {"path": "/a", "namespaces": ["team-a"]},
+        {"path": "/b", "namespaces": ["team-a"], "providers": ["gitlab"]},
+    ]
+    config = {"secrets": {"gitRepoSecrets": True}, "watch": {"namespaces": ["team-a", "team-b"]}, "routes": routes}
+    values = tmp_path / "served-values.yaml"
+    values.write_text(json.dumps({"config": config}))
+    served = helm.template(namespace="fleet", values=[values])
+    assert secret_reads(served) == named | {("Role", "team-a"): {"*"}}  # no route serves team-b
+    assert all(
+        rule.get("verbs") == ["get"]
+        for m in by_kind(served, "Role")
+        for rule in m["rules"]
+        if "secrets" in rule["resources"]
+    )
 
 
 def test_every_rbac_rule_has_a_comment_naming_its_code_path(helm: Helm) -> None:

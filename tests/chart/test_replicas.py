@@ -19,7 +19,7 @@ def gitrepo_verbs(manifests: list[dict[str, Any]]) -> set[str]:
     return {v for r in role["rules"] if r["resources"] == ["gitrepos"] for v in r["verbs"]}
 
 
-def test_defaults_roll_with_a_surge_and_share_order(helm: Helm) -> None:
+def test_defaults_roll_with_a_surge_and_one_replica_keeps_order_in_process(helm: Helm) -> None:
     manifests = helm.template()
     spec = one(manifests, "Deployment")["spec"]
     assert spec["replicas"] == 1
@@ -32,8 +32,8 @@ def test_defaults_roll_with_a_surge_and_share_order(helm: Helm) -> None:
         float(env["FLEET_WEBHOOK_SHUTDOWN_GRACE_SECONDS"]),
     )
     assert delay + grace < pod["terminationGracePeriodSeconds"]
-    assert env["FLEET_WEBHOOK_SHARED_ORDER"] == "true"
-    assert "patch" in gitrepo_verbs(manifests)  # the ledger annotation
+    assert env["FLEET_WEBHOOK_SHARED_ORDER"] == "false"  # settings.sharedOrder empty, one replica
+    assert "patch" not in gitrepo_verbs(manifests)  # no ledger annotation, no spec.pollingInterval: /status only
     assert one(manifests, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     assert "topologySpreadConstraints" not in pod  # one replica: nothing to spread
     assert by_kind(manifests, "HorizontalPodAutoscaler") == []
@@ -93,6 +93,13 @@ def test_refused_combinations_name_the_values(helm: Helm) -> None:
     assert "autoscaling.minReplicas (6) must not be greater than autoscaling.maxReplicas (5)" in err
     err = helm.fails("template", "fw", str(CHART), "--set", "autoscaling.targetCPUUtilizationPercentage=0")
     assert "targetCPUUtilizationPercentage" in err
+
+
+def test_several_replicas_share_order_unless_refused(helm: Helm) -> None:
+    for sets in (["replicaCount=2"], ["autoscaling.enabled=true"], ["settings.sharedOrder=true"]):
+        manifests = helm.template(sets=sets)
+        assert container_env(manifests)["FLEET_WEBHOOK_SHARED_ORDER"] == "true", sets
+        assert "patch" in gitrepo_verbs(manifests), sets  # the ledger annotation
 
 
 def test_one_replica_without_shared_order_or_polling_writes_status_only(helm: Helm) -> None:
