@@ -11,7 +11,6 @@ body as every other answer (`JsonErrorRequestHandler`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from aiohttp.http_exceptions import ContentEncodingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from controller.body import Body, BudgetExhausted
-from controller.pipeline import Admission, Answer, Pipeline, Receiver, Refusal, busy
+from controller.pipeline import Admission, Answer, Pipeline, Receiver, Refusal, busy, encode_json
 from controller.providers.base import WebhookRequest
 
 log = logging.getLogger("fleet_webhook.receiver")
@@ -33,13 +32,13 @@ RECEIVER = web.AppKey("receiver", Receiver)
 ADMISSION_KEY = web.RequestKey("admission", Admission)
 
 
-def json_response(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> web.Response:
-    """A JSON response with a trailing newline (friendlier for curl)."""
+def json_response(
+    status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None, encoded: bytes | None = None
+) -> web.Response:
+    """A JSON response with a trailing newline (friendlier for curl); `encoded`: `body` already encoded."""
     return web.Response(
         status=status,
-        # Header values aiohttp could not decode as UTF-8 arrive as lone surrogates and may be echoed
-        # (event names, reasons); backslashreplace turns them into valid JSON \uXXXX escapes, not a 500.
-        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n",
+        body=(encode_json(body) if encoded is None else encoded) + b"\n",
         content_type="application/json",
         headers=headers,
     )
@@ -128,7 +127,7 @@ class WebhookHandler:
     ) -> web.Response:
         route = self.r.holder.current.route_for(request.path)
         self.pipeline.record(answer, route.path if route else "none", started)
-        return json_response(answer.status, answer.body, {**answer.headers, **(extra or {})})
+        return json_response(answer.status, answer.body, {**answer.headers, **(extra or {})}, answer.encoded)
 
 
 # ------------------------------------------------------------------------------------------------

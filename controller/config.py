@@ -204,6 +204,11 @@ class Exclusions:
     namespaces: frozenset[str] = frozenset()
     selector: LabelSelector = field(default_factory=LabelSelector)
 
+    @property
+    def empty(self) -> bool:
+        """Nothing is excluded (the usual case: the rule is then skipped, not evaluated per GitRepo)."""
+        return not (self.gitrepos or self.namespaces) and self.selector.empty
+
     def excludes(self, namespace: str, name: str, labels: Mapping[str, str]) -> bool:
         """Whether this GitRepo is excluded globally."""
         return (

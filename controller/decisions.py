@@ -309,7 +309,7 @@ def paths_by_mapping(event: PushEvent, index: GitRepoIndex, config: Config) -> b
 def ineligible(candidate: Candidate, route: Route | None, config: Config) -> str | None:
     """Rules 1-2: why this GitRepo may not be updated by this delivery at all, or None."""
     info = candidate.gitrepo
-    if config.exclusions.excludes(info.namespace, info.name, info.label_map):
+    if not config.exclusions.empty and config.exclusions.excludes(info.namespace, info.name, info.label_map):
         return "excluded by config exclusions"
     if candidate.mapping is not None and GitRepoRef(info.namespace, info.name) in candidate.mapping.exclude:
         return f"excluded by mapping for {candidate.mapping.repo}"

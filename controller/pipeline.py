@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from controller import providers as registry
 from controller.body import Body, BodyBudget
 from controller.config import Config, PollingPolicy, ProviderConfig, Route, default_config
@@ -146,6 +148,19 @@ class Receiver:
         return history
 
 
+def encode_json(body: Mapping[str, Any]) -> bytes:
+    """An answer as compact UTF-8 JSON: orjson (a few microseconds), else the standard library.
+
+    Header values aiohttp could not decode as UTF-8 arrive as lone surrogates and may be echoed
+    (event names, reasons); orjson refuses those, and backslashreplace then turns them into valid
+    JSON \\uXXXX escapes rather than a 500.
+    """
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What the delivery gets back, plus the labels its metrics and log line carry."""
@@ -156,6 +171,27 @@ class Answer:
     outcome: str = "accepted"
     provider: str = "unknown"
     delivery: str | None = None
+    encoded: bytes | None = None  # `body` as encode_json made it, when already done (shared with the cache)
+
+
+class Deadline:
+    """limits.requestTimeoutSeconds for one delivery, armed only before a step that can wait.
+
+    A delivery whose body is in memory and whose GitRepos already hold the commit never waits on
+    anything, so it never pays for a timer; one that reads a Secret, asks the parse worker or writes
+    a GitRepo arms it first, with the same end as if it had been set when processing began.
+    """
+
+    __slots__ = ("_armed", "_timeout", "when")
+
+    def __init__(self, timeout: asyncio.Timeout, when: float) -> None:
+        self._timeout, self.when, self._armed = timeout, when, False
+
+    def arm(self) -> None:
+        """From now on, the delivery is cancelled (503) at `when`."""
+        if not self._armed:
+            self._timeout.reschedule(self.when)
+            self._armed = True
 
 
 class Refusal(Exception):
@@ -366,8 +402,9 @@ class Pipeline:
             raise admission.fail(busy("too many deliveries in progress"))
         self.r.processing += 1
         try:
-            async with asyncio.timeout(limits.request_timeout_seconds):
-                return await self._complete(admission, body, request_ok, vouched)
+            async with asyncio.timeout(None) as timer:
+                deadline = Deadline(timer, asyncio.get_running_loop().time() + limits.request_timeout_seconds)
+                return await self._complete(admission, body, request_ok, vouched, deadline)
         except TimeoutError:
             raise admission.fail(busy("delivery took too long; retry later", "timeout", 5)) from None
         except ParserUnavailable as exc:
@@ -472,11 +509,15 @@ class Pipeline:
 
     # --- an authenticated body ---------------------------------------------------------------------
 
-    async def _complete(self, admission: Admission, body: Body, request_ok: bool, vouched: Vouched | None) -> Answer:
+    async def _complete(
+        self, admission: Admission, body: Body, request_ok: bool, vouched: Vouched | None, deadline: Deadline
+    ) -> Answer:
         provider, config, route = admission.provider, admission.config, admission.route
         if vouched is not None:
             parsed_all: Sequence[Parsed] = vouched.parsed
         else:
+            if body.spooled:
+                deadline.arm()  # the parse worker may be busy with another large body
             try:
                 parsed_all = await self.r.parsers.authenticated(provider, admission.head, body)
             except UnsupportedMediaType as exc:
@@ -500,7 +541,7 @@ class Pipeline:
         cached = self.r.dedupe.get(dedupe_key, seen_as)
         if cached is not None:
             self.r.metrics.dedupe_hits.labels(provider.name).inc()
-            answer = json.loads(cached.body)
+            answer = orjson.loads(cached.body)
             answer["duplicate"] = True
             return Answer(cached.status, answer, {}, "duplicate", provider.name, admission.delivery)
 
@@ -512,7 +553,9 @@ class Pipeline:
         for index, (push, decision) in enumerate(decisions):
             if index % 500 == 499:
                 await asyncio.sleep(0)  # a batch of thousands of refs must not hold the loop
-            auth = await self._gitrepo_auth(decision.gitrepo, admission, body, request_ok, vouched, auth_cache)
+            auth = await self._gitrepo_auth(
+                decision.gitrepo, admission, body, request_ok, vouched, auth_cache, deadline
+            )
             checked.append((push, decision, auth))
             if auth.ok and decision.paths is not None:
                 self.r.metrics.paths_rule.labels(decision.paths.outcome.value).inc()
@@ -521,13 +564,14 @@ class Pipeline:
 
         for push in pushes:
             history.learn(push)
-        status, answer = await self._apply(checked, admission, history, request_ok)
+        status, answer = await self._apply(checked, admission, history, request_ok, deadline)
+        encoded = encode_json(answer)  # once, for the cache and the response
         if status < 500:
-            self.r.dedupe.put(dedupe_key, seen_as, CachedAnswer(status, json.dumps(answer).encode()))
+            self.r.dedupe.put(dedupe_key, seen_as, CachedAnswer(status, encoded))
         self._log_delivery(admission, pushes, answer, status)
         outcome = "accepted" if status < 500 else "write_failed"
         retry = {"Retry-After": "5"} if status == 503 else {}  # some GitRepo write failed: ask for a retry
-        return Answer(status, answer, retry, outcome, provider.name, admission.delivery)
+        return Answer(status, answer, retry, outcome, provider.name, admission.delivery, encoded)
 
     async def _gitrepo_auth(
         self,
@@ -537,6 +581,7 @@ class Pipeline:
         request_ok: bool,
         vouched: Vouched | None,
         cache: dict[tuple[str, str], GitRepoAuth],
+        deadline: Deadline,
     ) -> GitRepoAuth:
         """Whether the delivery is authentic for this GitRepo (its own webhookSecret wins).
 
@@ -554,6 +599,7 @@ class Pipeline:
         key = (info.namespace, info.webhook_secret)
         if key in cache:
             return cache[key]
+        deadline.arm()  # the Secret may have to come from the API
         try:
             creds = await self._gitrepo_creds(info.namespace, info.webhook_secret, admission)
         except SecretUnavailable as exc:
@@ -586,6 +632,7 @@ class Pipeline:
         admission: Admission,
         history: CommitHistory,
         request_ok: bool,
+        deadline: Deadline,
     ) -> tuple[int, dict[str, Any]]:
         """Write what was decided and build the answer.
 
@@ -624,9 +671,10 @@ class Pipeline:
         if to_write:
             if self.r.updater is None:
                 raise admission.fail(busy("no Kubernetes API configured", "no_api", 5))
-            deadline = time.monotonic() + config.limits.request_timeout_seconds
+            deadline.arm()
+            write_deadline = time.monotonic() + (deadline.when - asyncio.get_running_loop().time())
             results: list[WriteResult] = await asyncio.gather(
-                *(self.r.updater.record(d.gitrepo, p, config.polling, deadline, history) for p, d in to_write)
+                *(self.r.updater.record(d.gitrepo, p, config.polling, write_deadline, history) for p, d in to_write)
             )
             for (push, decision), result in zip(to_write, results, strict=True):
                 entry = _gitrepo_entry(
