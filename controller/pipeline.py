@@ -43,6 +43,7 @@ from controller.decisions import WITHHELD, Action, CommitHistory, Decision, cand
 from controller.dedupe import CachedAnswer, DeliveryCache
 from controller.deliveries import Ignored, Parsed, Ping, PushEvent
 from controller.index import GitRepoIndex, GitRepoInfo
+from controller.logs import info_line
 from controller.metrics import Metrics
 from controller.normalize import redact_url
 from controller.parsing import Parsers, ParserUnavailable
@@ -830,9 +831,10 @@ class Pipeline:
         self, admission: Admission, pushes: Sequence[PushEvent], answer: dict[str, Any], status: int
     ) -> None:
         first = pushes[0]
-        log.info(
+        info_line(
+            log,
             "delivery handled",
-            extra={
+            {
                 "provider": admission.provider.name,
                 "delivery": admission.delivery,
                 "repo": redact_url(first.repo_urls[0]) if first.repo_urls else "",
