@@ -131,7 +131,14 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
         if info is not None:
             index.upsert(info)
 
-    updater = GitRepoUpdater(kube, metrics, on_written, index.get, shared_order=settings.shared_order)
+    updater = GitRepoUpdater(
+        kube,
+        metrics,
+        on_written,
+        index.get,
+        shared_order=settings.shared_order,
+        event_window=settings.event_interval_seconds,
+    )
     secrets = SecretStore(kube.read_secret, settings.namespace, config.secrets.cache_seconds)
     receiver = Receiver(
         holder=holder,

@@ -80,6 +80,16 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, le=600, description="On SIGTERM, time allowed for in-flight deliveries to finish."
     )
+    event_interval_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description=(
+            "At most one Kubernetes Event per GitRepo and reason in this many seconds: the first at once, "
+            "later ones folded into one sent when the interval ends, so a push costs one API write per "
+            "GitRepo. 0: one Event per write."
+        ),
+    )
     shared_order: bool = Field(
         default=False,
         description=(

@@ -12,7 +12,8 @@ For each GitRepo to update:
 2. Polling policy: when `polling.manage` is on and `spec.pollingInterval` is unset, set it to the
    webhook interval and mark it with an annotation holding the value we wrote. Never touch an
    interval a user set.
-3. Emit a Kubernetes Event on the GitRepo (best effort, in the background).
+3. Emit a Kubernetes Event on the GitRepo (best effort, in the background, at most one per GitRepo
+   and reason per `event_window` seconds: controller/events.py).
 
 With `shared_order` (several replicas, `--shared-order`), step 1 is preceded by a conditional write of
 the GitRepo's ledger annotation (ledger.py): the delivery id and the commit order, learnt before the
@@ -37,6 +38,7 @@ from controller import polling
 from controller.config import PollingPolicy
 from controller.decisions import Action, CommitHistory, commit_decision
 from controller.deliveries import PushEvent
+from controller.events import EventCoalescer
 from controller.index import MANAGED_INTERVAL_ANNOTATION, GitRepoInfo, gitrepo_info
 from controller.kube import ApiUnavailable, Conflict, Forbidden, Invalid, Kube, NotFound, now_rfc3339
 from controller.ledger import LEDGER_ANNOTATION, Ledger
@@ -44,6 +46,10 @@ from controller.metrics import Metrics
 
 log = logging.getLogger("fleet_webhook.updater")
 MAX_CONFLICT_RETRIES = 5
+
+
+# At most one Event per GitRepo and reason in this many seconds (--event-interval-seconds).
+DEFAULT_EVENT_WINDOW_SECONDS = 60.0
 
 
 class Outcome(enum.StrEnum):
@@ -76,13 +82,14 @@ class GitRepoUpdater:
         on_written: Callable[[dict[str, Any]], None],
         latest: Callable[[str, str], GitRepoInfo | None] = lambda _ns, _name: None,
         shared_order: bool = False,
+        event_window: float = DEFAULT_EVENT_WINDOW_SECONDS,
     ) -> None:
         self.kube = kube
         self.metrics = metrics
         self.on_written = on_written
         self.latest = latest
         self.shared_order = shared_order
-        self._background: set[asyncio.Task[None]] = set()
+        self.events = EventCoalescer(kube.create_event, event_window)
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         # When this process last recorded a webhook per GitRepo, and when it started: the fallback's
         # clock where the CRD has no status.lastWebhookTime (Fleet <= v0.14; polling.webhook_age).
@@ -329,11 +336,8 @@ class GitRepoUpdater:
 
     def _emit(self, info: GitRepoInfo, reason: str, message: str) -> None:
         ref = {"namespace": info.namespace, "name": info.name, "resourceVersion": info.resource_version}
-        task = asyncio.get_running_loop().create_task(self.kube.create_event(ref, reason, message))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.events.emit(ref, reason, message)
 
     async def drain(self, within: float) -> None:
-        """Wait for background Events to be sent (shutdown)."""
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=within)
+        """Send the Events folded so far and wait for every Event to be sent (shutdown)."""
+        await self.events.drain(within)
