@@ -102,10 +102,10 @@ class ReceiverEnv:
 
     # --- receiver -----------------------------------------------------------------------
 
-    async def start(self, config_text: str) -> None:
-        """Build and start the receiver with this config (YAML)."""
+    async def start(self, config_text: str, *, shared_order: bool = False) -> None:
+        """Build and start the receiver with this config (YAML), with `--shared-order` when asked."""
         config = load_text(config_text, "test-config.yaml")
-        settings = Settings(namespace=self.namespace)
+        settings = Settings(namespace=self.namespace, shared_order=shared_order)
         kube = Kube(load_api_client(self.kubeconfig))
         self.components = build(settings, config, "", kube)
         self.components.sync.start(config.watch)
