@@ -388,7 +388,8 @@ def test_bitbucket_server_folding_stays_on_its_host(a: str, b: str) -> None:
     """`owner/scm/team/app` folds to `team/app` (a Bitbucket Server context path) on its own host only:
     the key keeps the host, so it never matches `team/app` on another one, whichever side is folded."""
     ka, kb = repo_key(a), repo_key(b)
-    assert ka is not None and kb is not None
+    assert ka is not None
+    assert kb is not None
     assert ka.path == kb.path == "team/app"
     assert ka != kb
     assert explain_difference(a, b).startswith("hosts differ")
