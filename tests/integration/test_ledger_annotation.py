@@ -13,8 +13,8 @@ from kubernetes import client
 
 from controller.kube import GROUP, PLURAL, VERSION
 from controller.ledger import LEDGER_ANNOTATION, Ledger
-from tests.integration.receiver_env import ReceiverEnv
-from tests.support import delivery, secret_data, sha
+from tests.integration.receiver_env import ReceiverEnv, github_env
+from tests.support import delivery, sha
 
 SECRET = "integration-ledger-secret-4e2a"
 URL = "https://github.com/example-org/ledger-annotation"
@@ -22,10 +22,8 @@ URL = "https://github.com/example-org/ledger-annotation"
 
 @pytest.fixture
 async def env(kube_api: client.ApiClient, control_plane: Any, namespace: str) -> AsyncIterator[ReceiverEnv]:
-    e = ReceiverEnv(kube_api, control_plane.kubeconfig, namespace)
-    e.create_secret("gitjob-webhook", secret_data("github", SECRET))
-    yield e
-    await e.stop()
+    async with github_env(kube_api, control_plane.kubeconfig, namespace, SECRET) as e:
+        yield e
 
 
 @pytest.mark.parametrize(
