@@ -592,7 +592,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Config:
 
 def _semantic_problems(config: Config, document: Any, source: str) -> Iterator[ConfigProblem]:
     """Rules a JSON Schema cannot express: uniqueness across items, URLs that must parse, scope."""
-    from controller.normalize import repo_key
+    from controller.normalize import redact_url, repo_key
 
     def at(path: list[Any], message: str) -> ConfigProblem:
         return ConfigProblem(source, _line_of(document, path), _json_path(path), message)
@@ -613,10 +613,10 @@ def _semantic_problems(config: Config, document: Any, source: str) -> Iterator[C
         yield at(["providers"], "every provider is disabled; enable at least one")
     for i, mapping in enumerate(config.mappings):
         if repo_key(mapping.repo) is None:
-            yield at(["mappings", i, "repo"], f"{mapping.repo!r} is not a repository URL")
+            yield at(["mappings", i, "repo"], f"{redact_url(mapping.repo)!r} is not a repository URL")
         for j, alias in enumerate(mapping.aliases):
             if repo_key(alias) is None:
-                yield at(["mappings", i, "aliases", j], f"{alias!r} is not a repository URL")
+                yield at(["mappings", i, "aliases", j], f"{redact_url(alias)!r} is not a repository URL")
         if not (
             mapping.aliases
             or mapping.gitrepos

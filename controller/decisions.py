@@ -43,7 +43,7 @@ from controller.index import (
     GitRepoIndex,
     GitRepoInfo,
 )
-from controller.normalize import RepoKey
+from controller.normalize import RepoKey, redact_url
 
 # The branch Fleet's gitjob controller checks out when spec.branch and spec.revision are empty.
 FLEET_DEFAULT_BRANCH = "master"
@@ -164,7 +164,7 @@ def candidates(event: PushEvent, index: GitRepoIndex, config: Config) -> list[Ca
         for alias in mapping.aliases:
             alias_key = index.key(alias)
             if alias_key is not None:
-                add(index.lookup(alias_key), f"alias {alias}", mapping)
+                add(index.lookup(alias_key), f"alias {redact_url(alias)}", mapping)
         for ref in mapping.gitrepos:
             info = index.get(ref.namespace, ref.name)
             if info is not None:
@@ -312,7 +312,7 @@ def ineligible(candidate: Candidate, route: Route | None, config: Config) -> str
     if not config.exclusions.empty and config.exclusions.excludes(info.namespace, info.name, info.label_map):
         return "excluded by config exclusions"
     if candidate.mapping is not None and GitRepoRef(info.namespace, info.name) in candidate.mapping.exclude:
-        return f"excluded by mapping for {candidate.mapping.repo}"
+        return f"excluded by mapping for {redact_url(candidate.mapping.repo)}"
     if route is not None and not route.allows_namespace(info.namespace):
         return f"namespace {info.namespace!r} is not allowed by route {route.path!r}"
     return None

@@ -29,12 +29,14 @@ from controller.decisions import CommitHistory
 from controller.deliveries import PushEvent, RefKind
 from controller.index import LEDGER_ANNOTATION
 
-__all__ = ["LEDGER_ANNOTATION", "MAX_ENTRIES", "Entry", "Ledger"]
+__all__ = ["LEDGER_ANNOTATION", "MAX_ENTRIES", "MAX_TEXT", "Entry", "Ledger"]
 
 # 32 entries of ~130 bytes: about 4 KiB on each GitRepo, rewritten with every recorded commit.
 MAX_ENTRIES = 32
 FORMAT_VERSION = 1
 _FORCED, _APPLIED = 1, 2
+# Longest annotation text read: 32 entries take about 4 KiB; more is not a ledger this code wrote.
+MAX_TEXT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,26 +66,41 @@ class Ledger:
 
     @classmethod
     def parse(cls, raw: str | None) -> Ledger:
-        """The ledger in an annotation's text; anything unreadable counts as empty (a user may edit it)."""
+        """The ledger in an annotation's text; anything unreadable counts as empty (`read` says why)."""
+        return cls.read(raw)[0]
+
+    @classmethod
+    def read(cls, raw: str | None) -> tuple[Ledger, str | None]:
+        """The ledger in an annotation's text, and what was wrong with the text (None when nothing).
+
+        The annotation is anyone's to edit who may edit the GitRepo, so nothing in it may raise: text
+        longer than `MAX_TEXT`, JSON nested past the decoder's recursion limit, numbers past Python's
+        digit limit, a list or a number instead of the object, entries of the wrong shape. The ledger
+        is then empty (or keeps its good entries) and the next write replaces the text.
+        """
         if not raw:
-            return cls()
+            return cls(), None
+        if len(raw) > MAX_TEXT:
+            return cls(), f"is longer than {MAX_TEXT} characters ({len(raw)})"
         try:
             doc = json.loads(raw)
-        except ValueError:
-            return cls()
+        except (ValueError, RecursionError) as exc:
+            return cls(), f"is not JSON ({type(exc).__name__})"
         if not isinstance(doc, dict) or doc.get("v") != FORMAT_VERSION or not isinstance(doc.get("e"), list):
-            return cls()
-        entries = []
-        for item in doc["e"]:
+            return cls(), f'is not a version-{FORMAT_VERSION} ledger {{"v": {FORMAT_VERSION}, "e": [...]}}'
+        entries, problem = [], None
+        for number, item in enumerate(doc["e"]):
             if (
                 isinstance(item, list)
                 and len(item) == 4
                 and all(isinstance(part, str) for part in item[:3])
-                and isinstance(item[3], int)
+                and type(item[3]) is int
             ):
                 delivery, commit, before, flags = item
                 entries.append(Entry(delivery, commit, before, bool(flags & _FORCED), bool(flags & _APPLIED)))
-        return cls(tuple(entries[-MAX_ENTRIES:]))
+            elif problem is None:
+                problem = f"entry {number} is not [delivery, commit, before, flags]"
+        return cls(tuple(entries[-MAX_ENTRIES:])), problem
 
     def dump(self) -> str:
         """The annotation's text: compact JSON, `{"v": 1, "e": [[id, commit, before, flags], ...]}`."""

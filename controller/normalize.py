@@ -203,21 +203,21 @@ def explain_difference(
 
 
 def redact_url(url: str) -> str:
-    """`url` fit for a log line or an error message: no userinfo, query or fragment, bounded length."""
+    """`url` fit for a log line or an error message: no userinfo, query or fragment, bounded length.
+
+    Every form is covered: `scheme://user:token@host/...`, scp-like `user:token@host:path` and
+    `user:token@host/path`, tokens holding `/` or `@`. Everything up to the last `@` goes: a path
+    with an `@` in it loses more than it must, but no credential is ever shown in part.
+    """
     text = url.strip()
     for sep in ("?", "#"):
         text = text.partition(sep)[0]
     scheme, sep, rest = text.partition("://")
-    if sep:
-        end = len(rest) if "/" not in rest else rest.index("/")
-        authority = rest[:end]
-        if "@" in authority:
-            rest = "***@" + authority.rpartition("@")[2] + rest[end:]
-        text = f"{scheme}://{rest}"
-    else:
-        head, colon, tail = text.partition(":")
-        if colon and "@" in head and "/" not in head:
-            text = "***@" + head.rpartition("@")[2] + ":" + tail
+    if not sep:
+        rest = text
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    text = f"{scheme}://{rest}" if sep else rest
     if len(text) > _REDACT_LIMIT:
         text = text[:_REDACT_LIMIT] + "..."
     return text

@@ -189,7 +189,12 @@ class GitRepoUpdater:
         """
         current, fresh, attempt = info, False, 0
         while True:
-            ledger = Ledger.parse(current.ledger)
+            ledger, problem = Ledger.read(current.ledger)
+            if problem is not None:
+                log.warning(
+                    "ledger annotation unreadable, taken as empty",
+                    extra={"gitrepo": str(current), "annotation": LEDGER_ANNOTATION, "error": problem},
+                )
             if ledger.handled(event):
                 return WriteResult(current, Outcome.UNCHANGED, f"delivery {event.delivery_id} was already recorded")
             learnt = ledger.learn(event, current.webhook_commit)

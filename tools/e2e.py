@@ -41,6 +41,10 @@ SECRET_KEYS = ("github", "gitlab", "gitea", "gogs")  # gitjob-webhook keys (Flee
 GROUP, VERSION, PLURAL = "fleet.cattle.io", "v1alpha1", "gitrepos"
 TMP_PREFIX = "fleet-webhook-e2e-"
 
+# The suite only fast-forwards the Gitea's branches, so it says so (`refusesForcePush`): the paths rule
+# may then trust Gitea's file lists (tests/e2e/test_monorepo.py), as an operator with branch protection would.
+DEFAULT_CONFIG = "watch:\n  namespaces: []\nproviders:\n  gitea: {refusesForcePush: true}\n"
+
 
 class WebhookServer:
     """`fleet-webhook serve` as a user runs it (python -m controller.cli serve), on loopback.
@@ -52,7 +56,7 @@ class WebhookServer:
         self.workdir = workdir / "fleet-webhook"  # its own folder: serve watches the config's folder
         self.workdir.mkdir()
         self.config = self.workdir / "config.yaml"
-        self.config.write_text(config_text or "watch:\n  namespaces: []\n")
+        self.config.write_text(config_text or DEFAULT_CONFIG)
         self.port, self.probe_port = free_ports(2)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0

@@ -235,6 +235,8 @@ CHART_PROPERTIES: dict[str, Schema] = {
         {
             "enabled": {"type": "boolean"},
             "from": k8s_list("NetworkPolicyPeer objects."),
+            # At least one peer: an empty `from` would open /metrics and /readyz to every source.
+            "metrics": strict({"from": {**k8s_list("NetworkPolicyPeer objects."), "minItems": 1}}),
         }
     ),
     "fleetReceiverNetworkPolicy": strict(

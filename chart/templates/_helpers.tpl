@@ -40,6 +40,16 @@ there and a trailing "-" left by the cut is removed.
 {{- default (include "fleet-webhook.fullname" .) .Values.service.name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The Service for /metrics, apart from the webhook Service (service-metrics.yaml). */}}
+{{- define "fleet-webhook.metricsServiceName" -}}
+{{- include "fleet-webhook.suffixed" (list . "metrics") -}}
+{{- end -}}
+
+{{/* The label only the metrics Service carries: what the ServiceMonitor selects. */}}
+{{- define "fleet-webhook.metricsServiceLabel" -}}
+fleet-webhook.cattle.io/service: metrics
+{{- end -}}
+
 {{- define "fleet-webhook.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "fleet-webhook.fullname" .) .Values.serviceAccount.name | trunc 63 | trimSuffix "-" -}}

@@ -21,7 +21,8 @@ Events:
       deleted     `after` is all zeros
       changes     the union of `commits[].added/modified/removed`; Gitea lists at most 5 commits
                   (`[ui] FEED_MAX_COMMIT_NUM`) and counts them all in `total_commits` (v1.27.3
-                  services/repository/push.go), so a cut list is recognised
+                  services/repository/push.go), so a cut list is recognised; force pushes are
+                  not marked (`refusesForcePush`, as for Gogs)
   - anything else (`create`, `delete`, `pull_request`, ...) -> Ignored: a pushed tag also arrives
     as a `push`, so its `create` is not needed. "Test delivery" sends a push.
 """

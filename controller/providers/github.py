@@ -69,11 +69,15 @@ def parse_push(
     *,
     commit_cap: int = LISTED_COMMITS,
     count_key: str = "",
+    marks_forced: bool = True,
+    refuses_force_push: bool = False,
 ) -> deliveries.PushEvent:
     """The `push` payload GitHub, Gogs and Gitea share: ref, before, after, repository URLs, files.
 
     `count_key` names the field with the host's count of pushed commits (Gitea `total_commits`),
-    `commit_cap` the most commits the host lists when it sends no count.
+    `commit_cap` the most commits the host lists when it sends no count. Gogs and Gitea send no
+    `forced` flag (`marks_forced=False`): their pushes may have been forced unless the operator says
+    branch protection refuses force pushes (`refuses_force_push`).
     """
     body = base.require_object(document)
     base.require_field_object(body, "repository")
@@ -83,7 +87,8 @@ def parse_push(
     before = base.optional_sha(body, "before")
     kind, name = deliveries.split_ref(ref)
     deleted = base.optional_bool(body, "deleted") or base.is_zero_sha(after)
-    forced = base.optional_bool(body, "forced")
+    base.optional_bool(body, "forced")  # a `forced` that is not a boolean is a bad payload
+    forced = files.marked_forced(body) if marks_forced else files.unmarked_forced(refuses_force_push)
     changes = files.from_commits(
         body,
         host=provider,
@@ -91,6 +96,7 @@ def parse_push(
         before=before,
         deleted=deleted,
         forced=forced,
+        marks_forced=marks_forced,
         total=files.count(body, count_key) if count_key else None,
         cap=commit_cap,
     )
@@ -103,7 +109,7 @@ def parse_push(
         commit=tag_commit(body, after) if kind is deliveries.RefKind.TAG else after,
         before=before,
         deleted=deleted,
-        forced=forced,
+        forced=forced is True,
         changes=changes,
     )
 

@@ -28,7 +28,8 @@ Events:
       deleted     `after` is all zeros, or `checkout_sha` is null
       changes     the union of `commits[].added/modified/removed` (providers/files.py). GitLab
                   lists the newest 20 commits and counts all in `total_commits_count`, so a cut list
-                  is recognised; it does not mark forced pushes (see docs/matching.md)
+                  is recognised. It does not mark forced pushes, so the lists count only with the
+                  `refusesForcePush` option (see docs/matching.md); without it they cannot tell
   - anything else (`Merge Request Hook`, other system hooks, ...) -> Ignored.
 """
 
@@ -85,8 +86,17 @@ class GitLabProvider(base.SingleEventProvider):
     push_headers: ClassVar[Mapping[str, str]] = {"x-gitlab-event": "Push Hook"}
     sample_events: ClassVar[tuple[str, ...]] = ("Push Hook", "Tag Push Hook", "System Hook", "Merge Request Hook")
 
-    def __init__(self, *, now: Callable[[], float] = time.time) -> None:
+    options_schema: ClassVar[Mapping[str, Any]] = files.REFUSES_FORCE_PUSH_SCHEMA
+
+    def __init__(self, *, now: Callable[[], float] = time.time, refuses_force_push: bool = False) -> None:
         self.now = now
+        self.refuses_force_push = refuses_force_push
+
+    def configured(self, options: Mapping[str, Any]) -> GitLabProvider:
+        refuses = bool(options.get(files.REFUSES_FORCE_PUSH_OPTION))
+        if refuses == self.refuses_force_push:
+            return self
+        return GitLabProvider(now=self.now, refuses_force_push=refuses)
 
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, "gitlab")
@@ -163,6 +173,8 @@ class GitLabProvider(base.SingleEventProvider):
             after=checkout or after,
             before=before,
             deleted=deleted,
+            forced=files.unmarked_forced(self.refuses_force_push),
+            marks_forced=False,
             total=files.count(document, "total_commits_count"),
             cap=LISTED_COMMITS,
         )

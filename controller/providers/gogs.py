@@ -18,7 +18,8 @@ Events:
       changes     the union of `commits[].added/modified/removed` (providers/files.py). Gogs and
                   Gitea list at most `[ui] FEED_MAX_COMMIT_NUM` commits (default 5); Gitea also
                   sends the real count, `total_commits`, which Gogs does not, so on Gogs a list of
-                  5 commits counts as possibly cut
+                  5 commits counts as possibly cut. Neither marks a force push, so the lists
+                  count only with the `refusesForcePush` option; without it they cannot tell
     Gogs sends `push` for branches only.
   - `create` with `ref_type: tag` -> PushEvent (Gogs announces a pushed tag with this event alone):
       ref         `refs/tags/` + `ref` (a short name)
@@ -33,10 +34,10 @@ Events:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from controller import deliveries
-from controller.providers import base, github
+from controller.providers import base, files, github
 
 # Gogs and Gitea cut `commits` to `[ui] FEED_MAX_COMMIT_NUM` (default 5) commits.
 LISTED_COMMITS = 5
@@ -68,6 +69,14 @@ class GogsProvider(base.SingleEventProvider):
     signature_header_sent: ClassVar[str] = "X-Gogs-Signature"  # the one the host itself fills in
     # Gogs announces a pushed tag only with `create`; Gitea and Forgejo also send a `push` for it.
     tag_create_is_push: ClassVar[bool] = True
+    options_schema: ClassVar[Mapping[str, Any]] = files.REFUSES_FORCE_PUSH_SCHEMA
+
+    def __init__(self, *, refuses_force_push: bool = False) -> None:
+        self.refuses_force_push = refuses_force_push
+
+    def configured(self, options: Mapping[str, Any]) -> GogsProvider:
+        refuses = bool(options.get(files.REFUSES_FORCE_PUSH_OPTION))
+        return self if refuses == self.refuses_force_push else type(self)(refuses_force_push=refuses)
 
     def authenticate(self, request: base.WebhookRequest, credentials: Sequence[base.Credential]) -> base.Authentication:
         secrets = base.values_for(credentials, self.secret_keys[0])
@@ -102,7 +111,13 @@ class GogsProvider(base.SingleEventProvider):
         document = base.json_document(request, allow_form=True)
         if event == "push":
             return github.parse_push(
-                self.name, delivery, document, commit_cap=LISTED_COMMITS, count_key="total_commits"
+                self.name,
+                delivery,
+                document,
+                commit_cap=LISTED_COMMITS,
+                count_key="total_commits",
+                marks_forced=False,
+                refuses_force_push=self.refuses_force_push,
             )
         if event == "create" and self.tag_create_is_push and base.text(document, "ref_type") == "tag":
             return self._tag_created(delivery, document)

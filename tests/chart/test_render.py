@@ -57,7 +57,8 @@ def test_default_render_objects(helm: Helm) -> None:
             "ClusterRoleBinding",
             "Role",  # the named-secret Role (gitjob-webhook) in the release namespace
             "RoleBinding",
-            "Service",
+            "Service",  # the webhooks'
+            "Service",  # /metrics, apart
             "Deployment",
             "PodDisruptionBudget",
             "NetworkPolicy",
@@ -135,15 +136,32 @@ def test_config_change_does_not_touch_the_pod_template_but_settings_do(helm: Hel
 
 def test_service_port_80_to_8080_and_configurable_name(helm: Helm) -> None:
     manifests = helm.template(release="fw")
-    service = one(manifests, "Service")
-    assert service["metadata"]["name"] == "fw-fleet-webhook"
-    assert service["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
-        {"name": "metrics", "port": 8081, "targetPort": "probes", "protocol": "TCP"},
-    ]
+    service = services(manifests)["fw-fleet-webhook"]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     assert service["spec"]["selector"] == one(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
-    renamed = one(helm.template(sets=["service.name=webhooks"]), "Service")
-    assert renamed["metadata"]["name"] == "webhooks"
+    renamed = services(helm.template(sets=["service.name=webhooks"]))
+    assert set(renamed) == {"webhooks", "fw-fleet-webhook-metrics"}
+
+
+def test_metrics_have_their_own_service_off_the_webhook_one(helm: Helm) -> None:
+    """The Service an Ingress and the git hosts reach exposes the webhook port only; /metrics (and the
+    probe port behind it) is on a Service of its own, which the ServiceMonitor alone selects."""
+    manifests = helm.template(release="fw", values=[FULL])
+    by_name = services(manifests)
+    assert len(by_name) == 2
+    (webhook_name,) = [n for n in by_name if n != "fw-fleet-webhook-metrics"]  # FULL names it
+    webhook, metrics = by_name[webhook_name], by_name["fw-fleet-webhook-metrics"]
+    assert [p["targetPort"] for p in webhook["spec"]["ports"]] == ["http"]
+    assert metrics["spec"]["type"] == "ClusterIP"
+    assert metrics["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "probes", "protocol": "TCP"}]
+    assert metrics["spec"]["selector"] == webhook["spec"]["selector"]
+    selector = one(manifests, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= metrics["metadata"]["labels"].items()
+    assert not selector.items() <= webhook["metadata"]["labels"].items()
+    for ingress in by_kind(manifests, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"] == {"name": webhook_name, "port": {"name": "http"}}
 
 
 def test_names_are_truncated_to_63_characters(helm: Helm) -> None:
@@ -160,6 +178,10 @@ def test_names_are_truncated_to_63_characters(helm: Helm) -> None:
     assert len(one(cluster, "ClusterRole")["metadata"]["name"]) <= 63
     for labels in (m["metadata"]["labels"] for m in manifests):
         assert all(len(v) <= 63 for v in labels.values())
+
+
+def services(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in by_kind(manifests, "Service")}
 
 
 # --- RBAC ---------------------------------------------------------------------------------------
@@ -386,17 +408,47 @@ def test_inconsistent_values_fail_with_a_reason(helm: Helm, sets: list[str], mes
     assert message in helm.fails(*args)
 
 
+def receiver_policy(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    (policy,) = [p for p in by_kind(manifests, "NetworkPolicy") if not p["metadata"]["name"].endswith("-close-gitjob")]
+    return policy
+
+
 def test_network_policy_admits_the_webhook_and_probe_ports_only(helm: Helm) -> None:
-    (policy,) = [
-        p
-        for p in by_kind(helm.template(values=[FULL]), "NetworkPolicy")
-        if not p["metadata"]["name"].endswith("-close-gitjob")
-    ]
+    policy = receiver_policy(helm.template(values=[FULL]))
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     rule, probes = policy["spec"]["ingress"]
     assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
     assert len(rule["from"]) == 2
-    assert probes == {"ports": [{"port": 8081, "protocol": "TCP"}]}
+    assert probes["ports"] == [{"port": 8081, "protocol": "TCP"}]
+
+
+def test_the_metrics_port_is_open_only_to_the_monitoring_namespaces(helm: Helm, tmp_path: Path) -> None:
+    """Port 8081 (/metrics, /readyz details) admits the monitoring namespaces by default, never "anyone"."""
+    _, probes = receiver_policy(helm.template())["spec"]["ingress"]
+    assert probes["from"] == [
+        {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {
+                        "key": "kubernetes.io/metadata.name",
+                        "operator": "In",
+                        "values": ["cattle-monitoring-system", "monitoring"],
+                    }
+                ]
+            }
+        }
+    ]
+    peer = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    values = tmp_path / "values.yaml"
+    values.write_text(json.dumps({"networkPolicy": {"metrics": {"from": [peer]}}}))
+    _, custom = receiver_policy(helm.template(values=[values]))["spec"]["ingress"]
+    assert custom["from"] == [peer]
+
+
+def test_an_empty_metrics_from_is_refused(helm: Helm) -> None:
+    """An empty `from` would admit every source: the schema refuses it rather than open /metrics."""
+    args = ["template", "fw", str(CHART), "--set-json", "networkPolicy.metrics.from=[]"]
+    assert "/networkPolicy/metrics/from': minItems" in helm.fails(*args)
 
 
 def test_service_monitor_scrapes_metrics_and_is_off_by_default(helm: Helm) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -22,7 +24,7 @@ from controller.config import load_text
 from controller.kube import GROUP, PLURAL, VERSION, Kube, load_api_client
 from controller.runtime import Components, build
 from controller.settings import Settings
-from tests.support import Delivery
+from tests.support import Delivery, secret_data
 
 
 def gitrepo_body(name: str, repo: str, *, branch: str = "main", **spec: Any) -> dict[str, Any]:
@@ -102,10 +104,10 @@ class ReceiverEnv:
 
     # --- receiver -----------------------------------------------------------------------
 
-    async def start(self, config_text: str) -> None:
-        """Build and start the receiver with this config (YAML)."""
+    async def start(self, config_text: str, *, shared_order: bool = False) -> None:
+        """Build and start the receiver with this config (YAML), with `--shared-order` when asked."""
         config = load_text(config_text, "test-config.yaml")
-        settings = Settings(namespace=self.namespace)
+        settings = Settings(namespace=self.namespace, shared_order=shared_order)
         kube = Kube(load_api_client(self.kubeconfig))
         self.components = build(settings, config, "", kube)
         self.components.sync.start(config.watch)
@@ -150,3 +152,17 @@ class ReceiverEnv:
         assert self.http is not None
         resp = await self.http.get("/metrics")
         return await resp.text()
+
+
+@contextlib.asynccontextmanager
+async def github_env(
+    kube_api: client.ApiClient, kubeconfig: Path, namespace: str, secret: str
+) -> AsyncIterator[ReceiverEnv]:
+    """A ReceiverEnv whose `gitjob-webhook` Secret holds `secret` for GitHub, stopped on exit: the
+    fixture most tests that send GitHub pushes start from."""
+    env = ReceiverEnv(kube_api, kubeconfig, namespace)
+    env.create_secret("gitjob-webhook", secret_data("github", secret))
+    try:
+        yield env
+    finally:
+        await env.stop()

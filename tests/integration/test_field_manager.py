@@ -14,8 +14,8 @@ import pytest
 from kubernetes import client
 
 from controller.kube import FIELD_MANAGER
-from tests.integration.receiver_env import ReceiverEnv
-from tests.support import delivery, secret_data, sha
+from tests.integration.receiver_env import ReceiverEnv, github_env
+from tests.support import delivery, sha
 
 SECRET = "field-manager-secret"
 HTTPS = "https://github.com/example-org/managed"
@@ -24,10 +24,8 @@ SSH = "git@github.com:example-org/managed.git"
 
 @pytest.fixture
 async def env(kube_api: client.ApiClient, control_plane: Any, namespace: str) -> AsyncIterator[ReceiverEnv]:
-    e = ReceiverEnv(kube_api, control_plane.kubeconfig, namespace)
-    e.create_secret("gitjob-webhook", secret_data("github", SECRET))
-    yield e
-    await e.stop()
+    async with github_env(kube_api, control_plane.kubeconfig, namespace, SECRET) as e:
+        yield e
 
 
 def managers(obj: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -17,8 +17,8 @@ import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.receiver_env import ReceiverEnv
-from tests.support import delivery, secret_data, sha
+from tests.integration.receiver_env import ReceiverEnv, github_env
+from tests.support import delivery, sha
 
 SECRET = "integration-secret-lw"
 GAUGE = "fleet_webhook_gitrepo_last_webhook_timestamp_seconds"
@@ -27,10 +27,8 @@ URL = "https://github.com/example-org/{r}"
 
 @pytest.fixture
 async def env(kube_api: client.ApiClient, control_plane: Any, namespace: str) -> AsyncIterator[ReceiverEnv]:
-    e = ReceiverEnv(kube_api, control_plane.kubeconfig, namespace)
-    e.create_secret("gitjob-webhook", secret_data("github", SECRET))
-    yield e
-    await e.stop()
+    async with github_env(kube_api, control_plane.kubeconfig, namespace, SECRET) as e:
+        yield e
 
 
 async def gauge(env: ReceiverEnv) -> dict[tuple[str, str], float]:

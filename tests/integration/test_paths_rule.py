@@ -19,6 +19,9 @@ from tests.support import Delivery, delivery, secret_data, sha
 SECRET = "integration-paths-secret-7c1d"
 URL = "https://git.example.com/platform/monorepo"
 OPT_IN = {TRIGGER_ON_PATHS_ANNOTATION: "true"}
+# GitLab and Gitea do not mark force pushes: their file lists count only when the operator says
+# branch protection refuses them.
+TRUSTED = "providers:\n  gitlab: {refusesForcePush: true}\n  gitea: {refusesForcePush: true}\n"
 
 
 @pytest.fixture
@@ -56,7 +59,7 @@ async def test_only_gitrepos_whose_paths_the_push_touched_are_written(env: Recei
     create(env, "whole-repo", OPT_IN)
     create(env, "glob", OPT_IN, paths=["apps/app-[34]"])
     create(env, "reads-docs", {**OPT_IN, ALSO_TRIGGER_ON_PATHS_ANNOTATION: "docs"}, paths=["apps/app-9"])
-    await env.start(f"watch:\n  namespaces: [{env.namespace}]\n")
+    await env.start(TRUSTED + f"watch:\n  namespaces: [{env.namespace}]\n")
     await env.wait_indexed("app-0", "app-4", "not-opted", "whole-repo", "glob", "reads-docs")
 
     commit = sha("paths-1")
@@ -106,7 +109,7 @@ async def test_a_push_whose_files_cannot_be_told_writes_every_gitrepo(
 ) -> None:
     create(env, "app-a", OPT_IN, paths=["apps/a"])
     create(env, "app-b", OPT_IN, paths=["apps/b"])
-    await env.start(f"watch:\n  namespaces: [{env.namespace}]\n")
+    await env.start(TRUSTED + f"watch:\n  namespaces: [{env.namespace}]\n")
     await env.wait_indexed("app-a", "app-b")
 
     commit = sha(f"cannot-tell-{provider}-{why}")
@@ -123,7 +126,9 @@ async def test_a_push_whose_files_cannot_be_told_writes_every_gitrepo(
 async def test_a_mapping_opts_in_and_an_annotation_edit_takes_effect_through_the_watch(env: ReceiverEnv) -> None:
     create(env, "mapped", paths=["apps/a"])
     create(env, "opted-out", {TRIGGER_ON_PATHS_ANNOTATION: "false"}, paths=["apps/a"])
-    await env.start(f"watch:\n  namespaces: [{env.namespace}]\nmappings:\n  - repo: {URL}\n    triggerOnPaths: true\n")
+    await env.start(
+        TRUSTED + f"watch:\n  namespaces: [{env.namespace}]\nmappings:\n  - repo: {URL}\n    triggerOnPaths: true\n"
+    )
     await env.wait_indexed("mapped", "opted-out")
 
     first = sha("mapping-1")
@@ -152,3 +157,26 @@ async def test_a_mapping_opts_in_and_an_annotation_edit_takes_effect_through_the
     assert resp.status == 200, resp.body
     assert resp.names("updated") == {"mapped", "opted-out"}
     assert env.webhook_commit("mapped") == second
+
+
+@pytest.mark.parametrize("provider", ["gitlab", "gitea"])
+async def test_a_host_that_does_not_mark_force_pushes_writes_every_gitrepo_by_default(
+    env: ReceiverEnv, provider: str
+) -> None:
+    """Without `refusesForcePush` a GitLab or Gitea push may have been forced (they never say), and a
+    forced push lists only its new commits: every opted-in GitRepo is written, with the reason."""
+    create(env, "app-a", OPT_IN, paths=["apps/a"])
+    create(env, "app-b", OPT_IN, paths=["apps/b"])
+    await env.start(f"watch:\n  namespaces: [{env.namespace}]\n")
+    await env.wait_indexed("app-a", "app-b")
+
+    commit = sha(f"unmarked-{provider}")
+    resp = await env.send(push(provider, commit, ["apps/a/x.yaml"], sha("before")))
+
+    assert resp.status == 200, resp.body
+    assert resp.names("updated") == {"app-a", "app-b"}
+    verdicts = {e["name"]: e["pathsRule"] for e in resp.body["updated"]}
+    assert verdicts["app-b"].startswith(
+        f"triggers: the payload cannot tell which files changed ({provider} does not mark force pushes"
+    )
+    assert env.webhook_commit("app-b") == commit

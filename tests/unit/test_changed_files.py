@@ -30,13 +30,21 @@ LISTED = {
 }
 
 
-def parse(provider: str, event: str, edit: Any = None) -> PushEvent:
+# Hosts that do not mark force pushes list files only with `refusesForcePush` (tests below).
+UNMARKED = frozenset({"gitlab", "gitea", "gogs"})
+
+
+def parse(provider: str, event: str, edit: Any = None, *, refuses_force_push: bool | None = None) -> PushEvent:
+    """`provider`'s fixture, edited; hosts in UNMARKED as configured with `refusesForcePush` unless told."""
+    if refuses_force_push is None:
+        refuses_force_push = provider in UNMARKED
     headers, body = fixture(provider, event)
     doc = copy.deepcopy(body)
     if edit is not None:
         edit(doc)
     request = WebhookRequest("POST", {k.lower(): v for k, v in headers.items()}, json.dumps(doc).encode())
-    parsed = parse_one(by_name(provider), request)
+    options = {"refusesForcePush": True} if refuses_force_push else {}
+    parsed = parse_one(by_name(provider).configured(options), request)
     assert isinstance(parsed, PushEvent)
     return parsed
 
@@ -198,3 +206,40 @@ def test_several_changes_to_one_ref_in_one_delivery_cannot_tell() -> None:
     assert kept.commit == sha("c")
     assert kept.changes.paths is None
     assert kept.changes.unknown == "the delivery moved the ref several times"
+
+
+# --- unknown means trigger: lists a host leaves empty, force pushes a host does not mark ---------
+
+
+def test_a_commit_whose_lists_are_all_empty_cannot_tell() -> None:
+    """GitHub leaves `added`/`modified`/`removed` empty for very large commits: not "changed nothing"."""
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["commits"][0].update(added=[], modified=[], removed=[])
+
+    changes = parse("github", "push", edit).changes
+    assert changes.paths is None
+    assert changes.unknown == "commits[0] lists no files (GitHub leaves the lists empty for very large commits)"
+
+
+def test_a_github_push_without_the_forced_flag_cannot_tell() -> None:
+    changes = parse("github", "push", lambda doc: doc.pop("forced")).changes
+    assert changes.paths is None
+    assert changes.unknown.startswith("the payload does not say whether the push was forced")
+
+
+@pytest.mark.parametrize("provider", ["gitlab", "gitea", "gogs"])
+def test_hosts_that_do_not_mark_force_pushes_cannot_tell_by_default(provider: str) -> None:
+    """A force push on these hosts lists only the new commits: what the dropped ones changed is lost."""
+    changes = parse(provider, "push", refuses_force_push=False).changes
+    assert changes.paths is None
+    assert changes.unknown == (
+        f"{provider} does not mark force pushes, so the file lists may miss what replaced commits had "
+        f"changed (set providers.{provider}.refusesForcePush when branch protection refuses them)"
+    )
+
+
+@pytest.mark.parametrize("provider", ["gitlab", "gitea", "gogs"])
+def test_refuses_force_push_reads_the_file_lists(provider: str) -> None:
+    event, files = LISTED[provider]
+    assert parse(provider, event, refuses_force_push=True).changes == ChangedFiles.of(frozenset(files))

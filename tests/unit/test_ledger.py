@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from controller.deliveries import PushEvent, RefKind
 from controller.ledger import MAX_ENTRIES, Ledger
 from tests.support import sha
@@ -63,3 +65,41 @@ def test_bounded_and_unreadable_text_is_empty() -> None:
     assert Ledger.parse("not json") == Ledger()
     assert Ledger.parse('{"v": 99, "e": []}') == Ledger()
     assert Ledger.parse('{"v": 1, "e": [["x", 1, 2, 3], ["d", "c", "b", 0]]}').entries[0].delivery == "d"
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("[" * 20_000 + "]" * 20_000, "is not JSON"),  # deeper than the decoder's recursion limit
+        ('{"v": 1, "e": ' + "[" * 5_000 + "]" * 5_000 + "}", "is not JSON"),
+        ('{"v": 1, "e": [[[[]]], ["d", "c", "b", 0]]}', "entry 0 is not"),
+        ("[1, 2, 3]", "is not a version-1 ledger"),
+        ("42", "is not a version-1 ledger"),
+        ('"text"', "is not a version-1 ledger"),
+        ('{"v": 1, "e": {"a": 1}}', "is not a version-1 ledger"),
+        ('{"v": 1, "e": [["d", "c", "b", ' + "9" * 5_000 + "]]}", "is not JSON"),  # over int's digit limit
+        ('{"v": 1, "e": [["d", "c", "b", 1.5], ["d", "c", "b", true]]}', "entry 0 is not"),
+        ("x" * 300_000, "is longer than"),
+    ],
+    ids=[
+        "deep-array",
+        "deep-entry",
+        "nested-entry",
+        "list",
+        "number",
+        "string",
+        "entries-object",
+        "huge-int",
+        "float",
+        "huge",
+    ],
+)
+def test_a_malformed_ledger_counts_as_absent_and_says_why(raw: str, problem: str) -> None:
+    """A user (or a broken writer) may put anything in the annotation: it is read as no ledger, never raises."""
+    ledger, why = Ledger.read(raw)
+    assert [e.commit for e in ledger.entries] == (
+        ["c"] if raw.endswith('["d", "c", "b", 0]]}') else []
+    )  # good entries stay
+    assert why is not None
+    assert problem in why
+    assert Ledger.parse(raw) == ledger

@@ -372,3 +372,24 @@ def test_a_longer_name_never_matches(host: str, path: str, suffix: str) -> None:
     longer = repo_key(f"https://{host}/{path}-{suffix}")
     assume(longer is not None)
     assert longer != base
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("https://git.a.example.com/owner/scm/team/app.git", "https://git.b.example.com/team/app.git"),
+        ("https://git.b.example.com/team/app.git", "https://git.a.example.com/owner/scm/team/app.git"),
+        ("git@git.a.example.com:owner/scm/team/app.git", "ssh://git@git.b.example.com:7999/team/app.git"),
+        ("ssh://git@git.b.example.com:7999/team/app.git", "https://git.a.example.com/bitbucket/scm/team/app"),
+    ],
+    ids=["folded-a-vs-b", "b-vs-folded-a", "scp-folded-vs-ssh", "ssh-vs-context-path"],
+)
+def test_bitbucket_server_folding_stays_on_its_host(a: str, b: str) -> None:
+    """`owner/scm/team/app` folds to `team/app` (a Bitbucket Server context path) on its own host only:
+    the key keeps the host, so it never matches `team/app` on another one, whichever side is folded."""
+    ka, kb = repo_key(a), repo_key(b)
+    assert ka is not None
+    assert kb is not None
+    assert ka.path == kb.path == "team/app"
+    assert ka != kb
+    assert explain_difference(a, b).startswith("hosts differ")

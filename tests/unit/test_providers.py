@@ -255,7 +255,8 @@ def test_github_pull_request_is_ignored() -> None:
 
 def test_gitlab_push_hook() -> None:
     doc = document("gitlab", "push")
-    assert parse_one(providers.by_name("gitlab"), fixture_request("gitlab", "push")) == PushEvent(
+    gitlab = providers.by_name("gitlab").configured({"refusesForcePush": True})  # else no file lists
+    assert parse_one(gitlab, fixture_request("gitlab", "push")) == PushEvent(
         provider="gitlab",
         delivery_id="2b7d9e41-6a0c-4c1f-8e35-90d4a7b3f621",  # Idempotency-Key: the same on every retry
         repo_urls=GL_URLS,
@@ -392,7 +393,8 @@ def test_bitbucket_server_test_connection_is_a_ping() -> None:
 
 def test_gogs_push() -> None:
     doc = document("gogs", "push")
-    assert parse_one(providers.by_name("gogs"), fixture_request("gogs", "push")) == PushEvent(
+    gogs = providers.by_name("gogs").configured({"refusesForcePush": True})  # else no file lists
+    assert parse_one(gogs, fixture_request("gogs", "push")) == PushEvent(
         provider="gogs",
         delivery_id="0e5f4d3c-2b1a-4908-8f7e-6d5c4b3a2910",
         repo_urls=(
