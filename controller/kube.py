@@ -259,7 +259,7 @@ class WatchEvent:
 
 
 class Kube:
-    """Blocking API calls, run off the event loop in a small thread pool."""
+    """The API calls the receiver makes: direct aiohttp requests (`http`) and the official client (list, watch)."""
 
     def __init__(self, api_client: k8s.ApiClient, *, workers: int = 16, request_timeout: float = 10.0) -> None:
         self.api_client = api_client
