@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import contextlib
 import logging
 import random
@@ -30,7 +29,6 @@ import aiohttp
 import kubernetes.client as k8s
 import kubernetes.config as k8s_config
 import orjson
-import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
@@ -70,9 +68,6 @@ class Invalid(Exception):
     """
 
 
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
 def _status_error(status: int, reason: str, body: bytes | str | None) -> Exception:
     """An HTTP error status of the API server as one of the few outcomes callers distinguish."""
     if status == 404:
@@ -96,23 +91,14 @@ def _status_message(body: bytes | str | None) -> str:
     return message[:512] if isinstance(message, str) else ""
 
 
-def _translate(exc: BaseException) -> BaseException:
-    """Map client exceptions to the few outcomes callers distinguish."""
-    if isinstance(exc, ApiException):
-        return _status_error(exc.status or 0, str(exc.reason), exc.body)
-    if isinstance(exc, urllib3.exceptions.HTTPError | OSError | TimeoutError):
-        return ApiUnavailable(f"API unreachable: {type(exc).__name__}")
-    return exc
-
-
 def now_rfc3339() -> str:
     """UTC time as Kubernetes writes it (second precision, Z suffix)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# HTTP connections kept to the API server. At least the executor's worker count (Kube `workers`) plus
-# the watch threads: the client's default (5 per CPU) would drop connections under concurrent writes
-# and pay a new TLS handshake for each, which showed as tail latency.
+# HTTP connections kept to the API server, by the aiohttp connector of the delivery path and by the
+# official client (list and watch threads): a pool smaller than the concurrent calls would drop
+# connections and pay a new TLS handshake for each, which showed as tail latency.
 CONNECTION_POOL_SIZE = 32
 
 
@@ -261,29 +247,18 @@ class WatchEvent:
 class Kube:
     """The API calls the receiver makes: direct aiohttp requests (`http`) and the official client (list, watch)."""
 
-    def __init__(self, api_client: k8s.ApiClient, *, workers: int = 16, request_timeout: float = 10.0) -> None:
+    def __init__(self, api_client: k8s.ApiClient, *, request_timeout: float = 10.0) -> None:
         self.api_client = api_client
         self.custom = k8s.CustomObjectsApi(api_client)
         self.core = k8s.CoreV1Api(api_client)
         self.request_timeout = request_timeout
         self.http = ApiHttp(api_client.configuration, request_timeout)
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
 
     def close(self) -> None:
-        """Stop the thread pool and both connection pools."""
+        """Close both connection pools."""
         self.http.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             self.api_client.close()
-
-    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one blocking client call in the pool, translating its errors."""
-        loop = asyncio.get_running_loop()
-        kwargs.setdefault("_request_timeout", self.request_timeout)
-        try:
-            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-        except (ApiException, urllib3.exceptions.HTTPError, OSError, TimeoutError) as exc:
-            raise _translate(exc) from None
 
     # --- GitRepos ---------------------------------------------------------------------------
 
