@@ -21,7 +21,7 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import ContentEncodingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from controller.body import Body, BudgetExhausted
+from controller.body import Body, BodyEvicted, BudgetExhausted
 from controller.pipeline import Admission, Answer, Pipeline, Receiver, Refusal, busy, encode_json
 from controller.providers.base import WebhookRequest
 
@@ -91,7 +91,8 @@ class WebhookHandler:
         admission = request.get(ADMISSION_KEY)
         if admission is None:
             admission = await self.pipeline.admit(request.path, _head(request), request.content_length)
-        body = self.pipeline.open_body(admission)
+        evicted = BodyEvicted("another delivery needed the room this unverified body held; retry")
+        body = self.pipeline.open_body(admission, request.remote or "", lambda: request.content.set_exception(evicted))
         try:
             await self._read_body(request, admission, body)
             return await self.pipeline.complete(admission, body)
@@ -106,6 +107,7 @@ class WebhookHandler:
                 while True:
                     chunk = await request.content.read(READ_CHUNK)
                     if not chunk:
+                        body.arrived()
                         return
                     if body.size + len(chunk) > limit:
                         refusal = await self.pipeline.over_limit(admission)
@@ -116,7 +118,7 @@ class WebhookHandler:
             late = Refusal(408, "body not received in time", "read_timeout", {"Connection": "close"})
             raise admission.fail(late) from None
         except BudgetExhausted as exc:
-            refusal = busy(str(exc), "body_budget", 2)
+            refusal = busy(str(exc), "body_evicted" if isinstance(exc, BodyEvicted) else "body_budget", 2)
             refusal.headers["Connection"] = "close"
             raise admission.fail(refusal) from None
         except (ConnectionError, web.HTTPException, web.RequestPayloadError) as exc:  # bad chunking/encoding

@@ -248,6 +248,7 @@ class Limits:
     body_memory_bytes: int
     spool_after_bytes: int
     spool_bytes: int
+    unverified_body_share: float
     unverified_parse_bytes: int
     dedupe_seconds: int
     dedupe_entries: int
@@ -582,6 +583,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Config:
             body_memory_bytes=limits["bodyMemoryBytes"],
             spool_after_bytes=limits["spoolAfterBytes"],
             spool_bytes=limits["spoolBytes"],
+            unverified_body_share=float(limits["unverifiedBodyShare"]),
             unverified_parse_bytes=limits["unverifiedParseBytes"],
             dedupe_seconds=limits["dedupeSeconds"],
             dedupe_entries=limits["dedupeEntries"],

@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -103,8 +103,7 @@ class CommitWriter(Protocol):
 
 
 def _default_budget() -> BodyBudget:
-    limits = default_config().limits
-    return BodyBudget(limits.body_memory_bytes, limits.spool_bytes, limits.spool_after_bytes)
+    return BodyBudget.from_limits(default_config().limits)
 
 
 def _default_dedupe() -> DeliveryCache:
@@ -212,6 +211,21 @@ class Refusal(Exception):
         return Answer(self.status, {"error": self.reason}, self.headers, self.outcome, self.provider, self.delivery)
 
 
+# A compressed body its headers do not authenticate may inflate to at most this many times its
+# Content-Length (and to INFLATION_FLOOR_BYTES whatever its length, chunked ones included): a few KB
+# of gzip must not buy megabytes of inflating, hashing and budget. Git hosts send bodies uncompressed.
+MAX_UNVERIFIED_INFLATION = 32
+INFLATION_FLOOR_BYTES = 1 << 20
+
+
+def inflation_cap(head: WebhookRequest, content_length: int | None) -> int | None:
+    """How far a body sent with `Content-Encoding` may inflate before it is authenticated; None if plain."""
+    encoding = head.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    return max(INFLATION_FLOOR_BYTES, MAX_UNVERIFIED_INFLATION * (content_length or 0))
+
+
 def busy(reason: str, outcome: str = "busy", retry_after: int = 1) -> Refusal:
     """A 503 that asks the sender to retry."""
     return Refusal(503, reason, outcome, {"Retry-After": str(retry_after)})
@@ -231,6 +245,7 @@ class Admission:
     may_use_gitrepo_secrets: bool
     credentials: Sequence[Credential] = ()  # the route's, read once at admission
     started: float = field(default_factory=time.monotonic)
+    inflation_cap: int | None = None  # a compressed body the headers did not authenticate: see `inflation_cap`
 
     @property
     def route_ok_before_body(self) -> bool:
@@ -251,6 +266,8 @@ class Admission:
         """How much body may be read: everything, or only what an unauthenticated parse may take."""
         if self.failed_before_body:
             return min(self.config.limits.unverified_parse_bytes, self.config.limits.spool_after_bytes)
+        if self.inflation_cap is not None:
+            return min(self.inflation_cap, self.config.limits.max_body_bytes)
         return self.config.limits.max_body_bytes
 
     def fail(self, refusal: Refusal) -> Refusal:
@@ -353,6 +370,8 @@ class Pipeline:
         admission.may_use_gitrepo_secrets = config.secrets.gitrepo_secrets and self.r.index.has_webhook_secrets(
             route.namespaces
         )
+        if admission.auth is None or admission.auth.verdict is not Verdict.OK:
+            admission.inflation_cap = inflation_cap(head, content_length)
         if admission.failed_before_body:
             too_big = content_length is not None and content_length > admission.max_bytes
             if not admission.may_use_gitrepo_secrets or too_big:
@@ -368,13 +387,26 @@ class Pipeline:
         """What a body that grew past `admission.max_bytes` gets."""
         if admission.failed_before_body:
             return await self.unauthorized(admission)
+        cap = admission.inflation_cap
+        if cap is not None and cap < admission.config.limits.max_body_bytes:
+            reason = (
+                f"compressed body inflates past {cap} bytes ({MAX_UNVERIFIED_INFLATION} times its Content-Length, "
+                f"at least {INFLATION_FLOOR_BYTES}) before it is authenticated: send it uncompressed"
+            )
+            return admission.fail(Refusal(413, reason, "too_large", {"Connection": "close"}))
         return admission.fail(self.too_large(admission.config))
 
-    def open_body(self, admission: Admission) -> Body:
-        """The buffer the body is written into; it computes the route's signature as it streams."""
+    def open_body(self, admission: Admission, sender: str = "", on_evict: Callable[[], None] | None = None) -> Body:
+        """The buffer the body is written into; it computes the route's signature as it streams.
+
+        A body the headers did not authenticate counts against the unverified share of the budget
+        and may be evicted while it arrives (`sender` and `on_evict`: see `Body`).
+        """
         auth = admission.auth
         streamed = auth is not None and auth.verdict is None and not auth.needs_whole_body
-        return Body(self.r.budget, MacStream(auth.macs) if streamed and auth is not None else None)
+        macs = MacStream(auth.macs) if streamed and auth is not None else None
+        verified = auth is not None and auth.verdict is Verdict.OK
+        return Body(self.r.budget, macs, verified=verified, sender=sender, on_evict=on_evict)
 
     async def _route_credentials(self, admission: Admission) -> list[Credential]:
         provider, config = admission.provider, admission.config
@@ -399,6 +431,7 @@ class Pipeline:
             if not admission.may_use_gitrepo_secrets:
                 raise await self.unauthorized(admission)  # the common forged request: no slot, no timer
             vouched = await self._vouch(admission, body)  # 401 unless some GitRepo's own secret signs it
+        body.verified()  # accepted: out of the unverified share, where strangers' bodies compete
         if self.r.processing >= limits.max_concurrent_requests:
             raise admission.fail(busy("too many deliveries in progress"))
         self.r.processing += 1
@@ -862,6 +895,7 @@ class Pipeline:
                 if len(request.body) > admission.max_bytes:
                     raise await self.over_limit(admission)
                 body.write(request.body)
+                body.arrived()
                 answer = await self.complete(admission, body)
             finally:
                 body.close()

@@ -156,7 +156,7 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
     def apply_limits(_old: Config, new: Config) -> None:
         secrets.ttl = new.secrets.cache_seconds
         receiver.dedupe.resize(new.limits.dedupe_seconds, new.limits.dedupe_entries)
-        receiver.budget.resize(new.limits.body_memory_bytes, new.limits.spool_bytes, new.limits.spool_after_bytes)
+        receiver.budget.resize(new.limits)
 
     holder.on_change(apply_limits)
     return Components(receiver, sync, updater, kube)
@@ -164,9 +164,8 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
 
 def body_budget(config: Config, settings: Settings) -> BodyBudget:
     """The one memory (and spool) budget of all request bodies in flight."""
-    limits = config.limits
     spool_dir = str(settings.spool_dir) if settings.spool_dir else None
-    return BodyBudget(limits.body_memory_bytes, limits.spool_bytes, limits.spool_after_bytes, spool_dir)
+    return BodyBudget.from_limits(config.limits, spool_dir)
 
 
 def reload_callback(metrics: Metrics) -> Callable[[bool], None]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import json
 import socket
 import statistics
@@ -386,3 +387,66 @@ def test_a_blank_secret_value_counts_as_missing(
         assert 'fleet_webhook_verification_failures_total{provider="github",reason="no_secret"} 1.0' in metrics
     finally:
         proc.stop()
+
+
+# --- Compressed bodies and the shared budget (issue 22, part 2) ---------------------------------
+# Budgets scaled down so that a handful of attackers fill them, as ~75 do at the defaults.
+SMALL_BUDGET = (
+    "limits:\n  readTimeoutSeconds: 60\n  requestTimeoutSeconds: 30\n  maxBodyBytes: 4194304\n"
+    "  bodyMemoryBytes: 1048576\n  spoolAfterBytes: 65536\n  spoolBytes: 8388608\n"
+)
+
+
+@pytest.fixture
+def served_small_budget(
+    control_plane: Any, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> Iterator[Served]:
+    env = ReceiverEnv(kube_api, control_plane.kubeconfig, namespace)
+    env.create_secret("gitjob-webhook", secret_data("github", SECRET))
+    env.create_gitrepo("intake", URL)
+    proc = start_serve(
+        control_plane.kubeconfig, namespace, tmp_path, f"watch:\n  namespaces: [{namespace}]\n{SMALL_BUDGET}"
+    )
+    yield proc
+    proc.stop()
+
+
+def stalled_gzip_upload(port: int, inflated: int) -> socket.socket:
+    """A forged gzip body that inflates to `inflated` bytes, sent but for its 8-byte trailer, held open."""
+    body = gzip.compress(empty_objects(inflated), compresslevel=9)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(raw_head({**forged_headers(len(body)), "Content-Encoding": "gzip"}) + body[:-8])
+    return sock
+
+
+def test_stalled_compressed_uploads_cannot_starve_signed_pushes(
+    served_small_budget: Served, kube_api: client.ApiClient, namespace: str
+) -> None:
+    """About 30 KB of gzip on the wire, inflated past both budgets and held open; signed pushes still land.
+
+    Largest first, the way an attacker who retries after each 503 would pack them: two 3.5 MiB and
+    nine 100 KiB bodies spooled, then 5 KiB ones until both memory (1 MiB) and spool (8 MiB) are
+    full to within less than one 9.5 KB push.
+    """
+    served = served_small_budget
+    warm_up(served)
+    sockets: list[socket.socket] = []
+    results: list[tuple[int, float]] = []
+    commit = ""
+    try:
+        for size in [3584 * 1024] * 2 + [100 * 1024] * 9 + [5 * 1024] * 400:
+            sockets.append(stalled_gzip_upload(served.port, size))
+            time.sleep(0.002)
+        time.sleep(1.0)  # every attacker's inflated bytes are held now
+        for n in range(8):
+            commit = sha(f"under-attack-{n}-{time.time_ns()}")
+            d = delivery("github", https_url=URL, commit=commit, secret=SECRET)
+            resp = send(served.port, build_request(d.headers, d.body), timeout=30)
+            results.append((resp.status, resp.seconds))
+    finally:
+        for sock in sockets:
+            sock.close()
+    print(f"8 signed pushes under {len(sockets)} stalled gzip uploads: {results}")
+    assert [status for status, _ in results] == [200] * 8, results
+    assert max(seconds for _, seconds in results) < 2.0, results
+    assert gitrepo_commit(kube_api, namespace) == commit

@@ -574,6 +574,31 @@ def test_compression_bomb_is_413_with_bounded_memory(server: LiveServer, encodin
     assert peak < 32 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB while refusing a {len(bomb)}-byte bomb"
 
 
+def test_an_unauthenticated_compressed_body_may_not_inflate_past_32_times_its_length() -> None:
+    """2 KB of gzip inflating to 2 MiB, with a well-formed wrong signature: refused at 1 MiB, not hashed to 401."""
+    headers, _ = push("github")
+    bomb = gzip.compress(b" " * (2 * 1024 * 1024), 9)
+    forged = {**headers, "X-Hub-Signature-256": "sha256=" + "ab" * 32, "Content-Encoding": "gzip"}
+    repos = [gitrepo("r-github", URLS["github"])]
+    r = receiver("limits:\n  maxBodyBytes: 8388608\n", secrets={f"{NS}/gitjob-webhook": all_secrets()}, gitrepos=repos)
+    with LiveServer(r) as live:
+        resp = raw_request(live, build_request(forged, bomb))
+        plain = raw_request(live, build_request({k: v for k, v in forged.items() if k != "Content-Encoding"}, b"{}"))
+    assert resp.status == 413, resp.body
+    assert "32 times its Content-Length" in json.loads(resp.body)["error"]
+    assert plain.status == 401  # the same forgery uncompressed: read, hashed, refused
+
+
+def test_a_signed_compressed_push_is_delivered(server: LiveServer) -> None:
+    headers, doc = push("github", sha("compressed-push"))
+    body = json.dumps(doc).encode()
+    resp = raw_request(
+        server, build_request({**resign("github", headers, body), "Content-Encoding": "gzip"}, gzip.compress(body))
+    )
+    assert resp.status == 200, resp.body
+    assert json.loads(resp.body)["updated"], resp.body
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity, gzip", "bogus"])
 def test_undecodable_content_encoding_is_400(server: LiveServer, encoding: str) -> None:
     """Regression: a body whose Content-Encoding did not decode raised RequestPayloadError -> 500."""

@@ -174,7 +174,13 @@ def test_intake_smoke() -> None:
         assert attack["signed"] > 0
         assert attack["codes"] == [200]
     assert ours["forged_24mib_rss_growth_mib"] < 16
-    assert set(result["met"]) == {"forged_24mib_rss_growth_mib", "signed_p99_ms", "forged_rejected_ratio"}
+    assert set(result["met"]) == {
+        "forged_24mib_rss_growth_mib",
+        "signed_p99_ms",
+        "parked_gzip",
+        "forged_rejected_ratio",
+    }
+    assert ours["attacks"]["parked_gzip"]["wire_bytes"] > 0
 
 
 def test_the_benchmarks_import_nothing_from_the_test_suite() -> None:

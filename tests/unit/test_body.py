@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.body import Body, BodyBudget, BudgetExhausted
+from controller.body import Body, BodyBudget, BodyEvicted, BudgetExhausted
 from controller.providers.base import BodyMac, MacStream, Verdict
 
 
@@ -80,3 +80,81 @@ def test_the_signature_is_computed_as_the_body_streams() -> None:
     assert good.macs.verdict() is Verdict.OK
     assert bad.macs is not None
     assert bad.macs.verdict() is Verdict.MISMATCH
+
+
+def test_unverified_bodies_hold_only_their_share_and_verified_ones_the_rest() -> None:
+    budget = BodyBudget(memory_bytes=100, spool_bytes=0, spool_after=100, unverified_share=0.5)
+    stranger = Body(budget)
+    stranger.write(b"s" * 50)
+    with pytest.raises(BudgetExhausted):  # the unverified half is full and no other body can give room
+        stranger.write(b"s")
+    trusted = Body(budget, verified=True)  # authenticated by its headers (a token): the whole budget
+    trusted.write(b"t" * 50)
+    assert (budget.in_memory, budget.unverified_memory) == (100, 50)
+    stranger.verified()
+    assert (budget.in_memory, budget.unverified_memory) == (100, 0)
+    stranger.close()
+    trusted.close()
+    assert (budget.in_memory, budget.unverified_memory, budget.arriving) == (0, 0, {})
+
+
+def test_a_body_with_no_room_evicts_the_oldest_body_of_the_heaviest_sender() -> None:
+    budget = BodyBudget(memory_bytes=100, spool_bytes=0, spool_after=100)
+    evicted: list[str] = []
+    light = Body(budget, sender="git-host", on_evict=lambda: evicted.append("light"))
+    light.write(b"l" * 10)
+    heavy_old = Body(budget, sender="attacker", on_evict=lambda: evicted.append("heavy-old"))
+    heavy_old.write(b"a" * 40)
+    heavy_new = Body(budget, sender="attacker", on_evict=lambda: evicted.append("heavy-new"))
+    heavy_new.write(b"a" * 40)
+    push = Body(budget, sender="git-host")
+    push.write(b"p" * 30)  # 120 > 100: the attacker (80 bytes held) loses its oldest body, not the host
+    assert evicted == ["heavy-old"]
+    assert (budget.in_memory, budget.evictions) == (80, 1)
+    with pytest.raises(BodyEvicted):
+        heavy_old.write(b"a")
+    for body in (light, heavy_old, heavy_new, push):
+        body.close()
+    assert (budget.in_memory, budget.unverified_memory, budget.arriving) == (0, 0, {})
+
+
+def test_a_body_that_has_arrived_is_never_evicted() -> None:
+    budget = BodyBudget(memory_bytes=100, spool_bytes=0, spool_after=100)
+    decided = Body(budget, sender="attacker")
+    decided.write(b"d" * 90)
+    decided.arrived()  # being authenticated and answered now
+    newcomer = Body(budget, sender="git-host")
+    with pytest.raises(BudgetExhausted) as refused:
+        newcomer.write(b"n" * 20)
+    assert not isinstance(refused.value, BodyEvicted)
+    assert not decided.evicted
+    assert decided.in_memory_bytes() == b"d" * 90
+    decided.close()
+    newcomer.close()
+
+
+def test_eviction_is_the_last_resort_a_body_that_fits_the_spool_moves_there() -> None:
+    budget = BodyBudget(memory_bytes=100, spool_bytes=1000, spool_after=100)
+    parked = Body(budget, sender="attacker")
+    parked.write(b"a" * 90)
+    arriving = Body(budget, sender="git-host")
+    arriving.write(b"b" * 20)
+    assert arriving.spooled
+    assert not parked.evicted
+    parked.close()
+    arriving.close()
+    assert (budget.in_memory, budget.spooled, budget.unverified_spooled) == (0, 0, 0)
+
+
+def test_a_spooled_body_evicts_spooled_strangers_when_the_spool_is_full() -> None:
+    budget = BodyBudget(memory_bytes=10, spool_bytes=100, spool_after=5, unverified_share=0.5)
+    parked = Body(budget, sender="attacker")
+    parked.write(b"a" * 50)  # the whole unverified half of the spool
+    assert parked.spooled
+    signed_large = Body(budget, sender="git-host")
+    signed_large.write(b"s" * 30)
+    assert parked.evicted
+    assert (budget.spooled, budget.unverified_spooled) == (30, 30)
+    signed_large.close()
+    parked.close()
+    assert (budget.spooled, budget.unverified_spooled) == (0, 0)
