@@ -45,12 +45,8 @@ def json_response(
 
 
 def _head(request: web.Request) -> WebhookRequest:
-    return WebhookRequest(
-        method=request.method,
-        headers={k.lower(): v for k, v in request.headers.items()},
-        body=b"",
-        query=dict(request.query),
-    )
+    """The request's head for the pipeline; aiohttp's header map is already case-insensitive and read-only."""
+    return WebhookRequest(method=request.method, headers=request.headers, body=b"", query=request.query)
 
 
 class WebhookHandler:
@@ -101,19 +97,15 @@ class WebhookHandler:
 
     async def _read_body(self, request: web.Request, admission: Admission, body: Body) -> None:
         """Read the body into `body` under the cap and the read timeout, never past the cap."""
-        limit = admission.max_bytes
+        content = request.content
         try:
-            async with asyncio.timeout(admission.config.limits.read_timeout_seconds):
-                while True:
-                    chunk = await request.content.read(READ_CHUNK)
-                    if not chunk:
-                        body.arrived()
-                        return
-                    if body.size + len(chunk) > limit:
-                        refusal = await self.pipeline.over_limit(admission)
-                        refusal.headers["Connection"] = "close"
-                        raise refusal
-                    body.write(chunk)
+            if content.is_eof():  # the whole body came with the head: no waiting, so no timer
+                await self._take(content.read_nowait(), admission, body)
+            else:
+                async with asyncio.timeout(admission.config.limits.read_timeout_seconds):
+                    while chunk := await content.read(READ_CHUNK):
+                        await self._take(chunk, admission, body)
+            body.arrived()
         except TimeoutError:
             late = Refusal(408, "body not received in time", "read_timeout", {"Connection": "close"})
             raise admission.fail(late) from None
@@ -123,6 +115,14 @@ class WebhookHandler:
             raise admission.fail(refusal) from None
         except (ConnectionError, web.HTTPException, web.RequestPayloadError) as exc:  # bad chunking/encoding
             raise admission.fail(Refusal(400, f"body could not be read: {type(exc).__name__}", "bad_body")) from None
+
+    async def _take(self, chunk: bytes, admission: Admission, body: Body) -> None:
+        """One more piece of the body, refused (the connection closed) once it would pass the cap."""
+        if body.size + len(chunk) > admission.max_bytes:
+            refusal = await self.pipeline.over_limit(admission)
+            refusal.headers["Connection"] = "close"
+            raise refusal
+        body.write(chunk)
 
     def _respond(
         self, answer: Answer, request: web.Request, started: float, extra: Mapping[str, str] | None = None

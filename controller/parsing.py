@@ -28,7 +28,7 @@ from typing import Any
 from controller import parse_worker
 from controller.body import Body
 from controller.deliveries import Parsed
-from controller.providers.base import PayloadError, Provider, UnsupportedMediaType, WebhookRequest
+from controller.providers.base import PayloadError, Provider, UnsupportedMediaType, WebhookRequest, lower_keys
 
 log = logging.getLogger("fleet_webhook.parsing")
 
@@ -113,7 +113,9 @@ class Parsers:
             path = f"/proc/{os.getpid()}/fd/{descriptor}"
             try:
                 worker.stdin.write(
-                    parse_worker.frame((request_id, provider, head.method, dict(head.headers), dict(head.query), path))
+                    parse_worker.frame(
+                        (request_id, provider, head.method, lower_keys(head.headers), dict(head.query), path)
+                    )
                 )
                 await worker.stdin.drain()
                 # Cancelled (the delivery timed out): the entry stays until the worker answers it.

@@ -99,7 +99,11 @@ Credential = Mapping[str, bytes]
 
 @dataclass(frozen=True, slots=True)
 class WebhookRequest:
-    """A received delivery, reduced to what providers need. Header names are lower-case."""
+    """A received delivery, reduced to what providers need.
+
+    `headers` is looked up by lower-case name: either a case-insensitive map (aiohttp's, as received,
+    not copied) or a plain mapping whose keys are lower-case (`lower_keys`).
+    """
 
     method: str
     headers: Mapping[str, str]
@@ -501,6 +505,11 @@ def require_header(request: WebhookRequest, name: str) -> str:
     if not value:
         raise PayloadError(f"header {name} is missing")
     return value
+
+
+def lower_keys(headers: Mapping[str, str]) -> dict[str, str]:
+    """A plain dict of `headers` under lower-case names (to pickle, or to build a request by hand)."""
+    return {name.lower(): value for name, value in headers.items()}
 
 
 def first_header(request: WebhookRequest, *names: str) -> str | None:

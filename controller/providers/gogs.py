@@ -91,7 +91,7 @@ class GogsProvider(base.SingleEventProvider):
 
     def sign(self, headers: Mapping[str, str], body: bytes, credential: base.Credential) -> dict[str, str]:
         """Bare hex over the JSON (unwrapped from a form body), in the host's own signature header."""
-        signed = signed_payload(base.WebhookRequest("POST", {k.lower(): v for k, v in headers.items()}, body))
+        signed = signed_payload(base.WebhookRequest("POST", base.lower_keys(headers), body))
         secret = credential[self.secret_keys[0]]
         return base.with_hex_signature(headers, self.signature_header_sent, secret, signed or b"")
 
