@@ -362,13 +362,19 @@ class Kube:
         token: str | None = None
         resource_version = ""
         while True:
-            kwargs: dict[str, Any] = {"limit": page_size, "_request_timeout": 60}
+            # The page is decoded once, with orjson (the client would decode it into a model and back).
+            kwargs: dict[str, Any] = {"limit": page_size, "_request_timeout": 60, "_preload_content": False}
             if token:
                 kwargs["_continue"] = token
+            response: Any  # urllib3's response (the client declares `object`)
             if namespace:
-                result = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kwargs)
+                response = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kwargs)
             else:
-                result = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+                response = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+            try:
+                result = orjson.loads(response.data)
+            finally:
+                response.release_conn()
             if not isinstance(result, dict):
                 break
             meta = result.get("metadata") or {}
