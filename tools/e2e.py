@@ -51,9 +51,19 @@ class WebhookServer:
 
     The port stays the same across `restart()`, so a Gitea hook keeps pointing at it."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, config_text: str = "") -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        config_text: str = "",
+        *,
+        name: str = "fleet-webhook",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.kubeconfig = kubeconfig
-        self.workdir = workdir / "fleet-webhook"  # its own folder: serve watches the config's folder
+        self.name = name
+        self.extra_args = extra_args  # e.g. a relay role (--relay-publish / --relay-consume)
+        self.workdir = workdir / name  # its own folder: serve watches the config's folder
         self.workdir.mkdir()
         self.config = self.workdir / "config.yaml"
         self.config.write_text(config_text or DEFAULT_CONFIG)
@@ -67,7 +77,7 @@ class WebhookServer:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir.parent / "fleet-webhook.log"
+        return self.workdir.parent / f"{self.name}.log"
 
     def start(self, timeout: float = 30.0) -> None:
         """Start and wait for /readyz (the GitRepo index has synced)."""
@@ -75,7 +85,7 @@ class WebhookServer:
             sys.executable, "-m", "controller.cli", "serve",
             f"--kubeconfig={self.kubeconfig}", f"--host={LOOPBACK}", f"--port={self.port}",
             f"--probe-port={self.probe_port}", f"--namespace={FLEET_NAMESPACE}", f"--config={self.config}",
-            "--log-format=json",
+            "--log-format=json", *self.extra_args,
         ]  # fmt: skip
         self.starts += 1
         with self.log_path.open("ab") as log:
