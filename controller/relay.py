@@ -223,6 +223,7 @@ class Link:
         self.nc: Client | None = None
         self.connected_once = asyncio.Event()
         self.last_error: str | None = None
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -280,7 +281,8 @@ class Link:
         self._remember(exc, "relay broker connection error")
 
     async def _on_disconnected(self) -> None:
-        log.warning("relay broker disconnected; reconnecting", extra={"role": self.role})
+        if not self._closing:  # closing at shutdown is not news
+            log.warning("relay broker disconnected; reconnecting", extra={"role": self.role})
 
     async def _on_reconnected(self) -> None:
         self.last_error = None
@@ -288,6 +290,7 @@ class Link:
 
     async def close(self) -> None:
         """Flush and close the connection (pending acks and publishes go out first)."""
+        self._closing = True
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.drain(), 5)

@@ -13,7 +13,10 @@ import contextlib
 import json
 import logging
 import re
+import signal
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -31,9 +34,10 @@ from controller.relay_consume import Consumer
 from controller.runtime import Edge, build_consumer, build_edge
 from controller.settings import Settings
 from tests.integration.receiver_env import ReceiverEnv, Response, github_env
-from tests.support import Delivery, delivery, sha, sign
+from tests.support import Delivery, delivery, secret_data, sha, sign
 from tools.controlplane import free_ports
 from tools.nats import NatsServer
+from tools.served import Served, start_serve
 
 SECRET = "relay-secret-0b7e"
 REPO = "https://github.com/example-org/relayed-apps"
@@ -401,3 +405,84 @@ def test_relay_settings_reach_serve_as_flags() -> None:
     assert settings.relay_urls == ["nats://127.0.0.1:4222"]
     assert settings.relay_max_deliver == 3
     assert re.fullmatch(r"[A-Za-z0-9_-]+", settings.relay_stream)
+
+
+# --- the real program: `fleet-webhook serve --relay-publish` and `--relay-consume` as processes ----------
+
+
+def metric(served: Served, name: str) -> float | None:
+    """One unlabelled sample from the process's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{served.probe_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def post(served: Served, d: Delivery) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{served.port}/", data=d.body, headers=d.headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def test_the_serve_processes_relay_across_consumer_and_edge_kills(
+    kube_api: client.ApiClient, control_plane: Any, namespace: str, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    env = ReceiverEnv(kube_api, control_plane.kubeconfig, namespace)
+    env.create_secret("gitjob-webhook", secret_data("github", SECRET))
+    env.create_gitrepo("apps", REPO)
+    names = relay_names()
+    flags = tuple(f"--{k.replace('_', '-')}={v}" for k, v in names.items())
+    watch = f"watch:\n  namespaces: [{namespace}]\n"
+    for role in ("edge", "consumer"):
+        (tmp_path / role).mkdir()
+
+    def edge() -> Served:  # a kubeconfig that does not exist: the edge must not need Kubernetes
+        return start_serve(
+            tmp_path / "no-kubeconfig",
+            namespace,
+            tmp_path / "edge",
+            "{}",
+            extra_args=(f"--relay-publish={nats_server.url}", *flags),
+        )
+
+    def consumer() -> Served:
+        return start_serve(
+            control_plane.kubeconfig,
+            namespace,
+            tmp_path / "consumer",
+            watch,
+            extra_args=(f"--relay-consume={nats_server.url}", *flags),
+        )
+
+    served_edge, served_consumer = await asyncio.to_thread(edge), await asyncio.to_thread(consumer)
+    try:
+        first = sha("proc-1")
+        assert (await asyncio.to_thread(post, served_edge, push(first)))[0] == 202
+        await wait_for(lambda: env.webhook_commit("apps") == first, what="the first commit")
+
+        served_consumer.proc.kill()  # the cluster goes away without a goodbye
+        served_consumer.proc.wait(5)
+        second, third = sha("proc-2"), sha("proc-3")
+        assert (await asyncio.to_thread(post, served_edge, push(second, first)))[0] == 202
+        assert (await asyncio.to_thread(post, served_edge, push(third, second)))[0] == 202
+        served_edge.proc.kill()  # and the edge crashes after answering
+        served_edge.proc.wait(5)
+        served_edge = await asyncio.to_thread(edge)
+        await wait_for(lambda: metric(served_edge, "fleet_webhook_relay_queue_depth") == 2, what="the backlog gauge")
+        assert (metric(served_edge, "fleet_webhook_relay_oldest_age_seconds") or 0) > 0
+        assert env.webhook_commit("apps") == first
+
+        served_consumer = await asyncio.to_thread(consumer)
+        await wait_for(lambda: env.webhook_commit("apps") == third, what="the backlog recorded")
+        await wait_for(lambda: metric(served_consumer, "fleet_webhook_relay_queue_depth") == 0, what="an empty queue")
+
+        served_consumer.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(served_consumer.proc.wait, 20) == 0
+        roles = {line.get("role") for line in served_edge.log_lines() if line.get("msg") == "serving"}
+        assert roles == {"relay edge"}
+    finally:
+        served_edge.stop()
+        served_consumer.stop()
