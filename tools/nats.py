@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -26,6 +27,16 @@ from tools.fleet import tools_cache
 
 NATS_SERVER_VERSION = "v2.15.3"  # also in tools/build-nats.sh
 MAX_PAYLOAD = 8 * 1024 * 1024  # the server's default is 1 MiB; webhook bodies go up to limits.maxBodyBytes
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The server's certificate and key, the CA its clients' certificates must chain to (`verify_clients`)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    verify_clients: bool = True
 
 
 class NatsServerError(RuntimeError):
@@ -45,8 +56,11 @@ def find_nats_server() -> Path:
 class NatsServer:
     """nats-server -js on 127.0.0.1 with a config file of its own (store dir, max_payload)."""
 
-    def __init__(self, *, store_dir: Path | None = None, binary: Path | None = None) -> None:
+    def __init__(
+        self, *, store_dir: Path | None = None, binary: Path | None = None, tls: ServerTls | None = None
+    ) -> None:
         self.binary = binary or find_nats_server()
+        self.tls = tls
         self._own_dir = store_dir is None
         self.home = Path(tempfile.mkdtemp(prefix="fleet-webhook-nats-")) if store_dir is None else store_dir
         self.home.mkdir(parents=True, exist_ok=True)
@@ -64,7 +78,7 @@ class NatsServer:
     @property
     def url(self) -> str:
         """The client URL."""
-        return f"nats://{LOOPBACK}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{LOOPBACK}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -74,9 +88,16 @@ class NatsServer:
     def _write_config(self) -> Path:
         config = self.home / "nats-server.conf"
         store = self.home / "store"
-        config.write_text(
+        text = (
             f'listen: "{LOOPBACK}:{self.port}"\nmax_payload: {MAX_PAYLOAD}\njetstream {{\n  store_dir: "{store}"\n}}\n'
         )
+        if self.tls is not None:
+            t = self.tls
+            text += (
+                f'tls {{\n  cert_file: "{t.cert_file}"\n  key_file: "{t.key_file}"\n'
+                f'  ca_file: "{t.ca_file}"\n  verify: {"true" if t.verify_clients else "false"}\n}}\n'
+            )
+        config.write_text(text)
         return config
 
     def start(self, timeout: float = 20.0) -> NatsServer:

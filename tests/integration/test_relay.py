@@ -35,8 +35,8 @@ from controller.runtime import Edge, build_consumer, build_edge
 from controller.settings import Settings
 from tests.integration.receiver_env import ReceiverEnv, Response, github_env
 from tests.support import Delivery, delivery, secret_data, sha, sign
-from tools.controlplane import free_ports
-from tools.nats import NatsServer
+from tools.controlplane import CertKey, free_ports, issue_cert, new_ca
+from tools.nats import NatsServer, ServerTls
 from tools.served import Served, start_serve
 
 SECRET = "relay-secret-0b7e"
@@ -486,3 +486,44 @@ async def test_the_serve_processes_relay_across_consumer_and_edge_kills(
     finally:
         served_edge.stop()
         served_consumer.stop()
+
+
+def write_pem(folder: Path, name: str, pair: CertKey) -> tuple[Path, Path]:
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    cert.write_bytes(pair.cert_pem)
+    key.write_bytes(pair.key_pem)
+    key.chmod(0o600)
+    return cert, key
+
+
+async def test_mutual_tls_between_edge_broker_and_consumer(env: ReceiverEnv, tmp_path: Path) -> None:
+    ca = new_ca("relay-test-ca")
+    (ca_file, _) = write_pem(tmp_path, "ca", ca)
+    server_cert, server_key = write_pem(
+        tmp_path, "server", issue_cert(ca, "nats", ip_addresses=["127.0.0.1"], server=True)
+    )
+    client_cert, client_key = write_pem(tmp_path, "client", issue_cert(ca, "fleet-webhook", client=True))
+    tls = ServerTls(server_cert, server_key, ca_file, verify_clients=True)
+    with NatsServer(store_dir=tmp_path / "broker", tls=tls) as broker:
+        async with relay_on(env, broker.url) as r:
+            r.names |= {
+                "relay_tls_ca_file": ca_file,
+                "relay_tls_cert_file": client_cert,
+                "relay_tls_key_file": client_key,
+            }
+            await r.start_edge()
+            await r.wait_edge_connected()
+            commit = sha("tls-1")
+            assert (await r.send(push(commit))).status == 202
+            await r.start_consumer()
+            await wait_for(lambda: env.webhook_commit("apps") == commit, what="the commit over TLS")
+
+        async with relay_on(env, broker.url) as stranger:  # knows the CA, has no client certificate
+            stranger.names["relay_tls_ca_file"] = ca_file
+            await stranger.start_edge()
+            await asyncio.sleep(1.5)
+            resp = await stranger.send(push(sha("tls-stranger")))
+            assert resp.status == 503
+            assert stranger.edge is not None
+            assert not stranger.edge.link.connected
+            assert stranger.edge.link.last_error is not None
