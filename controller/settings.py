@@ -197,7 +197,8 @@ class Settings(BaseSettings):
         for url in urls:
             scheme, sep, rest = url.partition("://")
             if not sep or scheme not in NATS_SCHEMES or not rest:
-                raise ValueError(f"{url!r} is not a NATS URL (expected nats://host:port or tls://host:port)")
+                shown = f"{scheme}://..." if sep else "a value without a scheme"  # never echo a password in the URL
+                raise ValueError(f"{shown} is not a NATS URL (expected nats://host:port or tls://host:port)")
         return ",".join(urls)
 
     @field_validator("relay_consume")

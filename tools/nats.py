@@ -57,10 +57,16 @@ class NatsServer:
     """nats-server -js on 127.0.0.1 with a config file of its own (store dir, max_payload)."""
 
     def __init__(
-        self, *, store_dir: Path | None = None, binary: Path | None = None, tls: ServerTls | None = None
+        self,
+        *,
+        store_dir: Path | None = None,
+        binary: Path | None = None,
+        tls: ServerTls | None = None,
+        extra_config: str = "",
     ) -> None:
         self.binary = binary or find_nats_server()
         self.tls = tls
+        self.extra_config = extra_config  # e.g. an `authorization { users: [...] }` block
         self._own_dir = store_dir is None
         self.home = Path(tempfile.mkdtemp(prefix="fleet-webhook-nats-")) if store_dir is None else store_dir
         self.home.mkdir(parents=True, exist_ok=True)
@@ -97,7 +103,7 @@ class NatsServer:
                 f'tls {{\n  cert_file: "{t.cert_file}"\n  key_file: "{t.key_file}"\n'
                 f'  ca_file: "{t.ca_file}"\n  verify: {"true" if t.verify_clients else "false"}\n}}\n'
             )
-        config.write_text(text)
+        config.write_text(text + self.extra_config)
         return config
 
     def start(self, timeout: float = 20.0) -> NatsServer:

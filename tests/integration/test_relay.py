@@ -27,6 +27,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from kubernetes import client
 
+from controller import relay
 from controller.app import make_app
 from controller.config import load_text
 from controller.relay import Link
@@ -77,7 +78,10 @@ class Relay:
         settings = self.settings(relay_publish=url or self.url)
         self.edge = build_edge(settings, load_text(self.edge_config or "{}", "edge.yaml"), "")
         edge = self.edge
-        self._tasks["edge"].append(asyncio.create_task(edge.link.run(edge.publisher.ensure_stream)))
+        self._tasks["edge"] += [
+            asyncio.create_task(edge.link.run(edge.publisher.ensure_stream)),
+            asyncio.create_task(relay.report_queue(edge.link, edge.receiver.metrics.relay_queue)),
+        ]
         self.http = TestClient(TestServer(make_app(edge.receiver, complete=edge.publisher.complete)))
         await self.http.start_server()
 
@@ -527,3 +531,80 @@ async def test_mutual_tls_between_edge_broker_and_consumer(env: ReceiverEnv, tmp
             assert stranger.edge is not None
             assert not stranger.edge.link.connected
             assert stranger.edge.link.last_error is not None
+
+
+def least_privilege_users(names: dict[str, Any], edge_password: str, consumer_password: str) -> str:
+    """The nats-server `authorization` block docs/relay.md recommends: each role only its own subjects."""
+    stream, subject, durable = names["relay_stream"], names["relay_subject"], names["relay_durable"]
+    api = "$JS.API"
+    edge = [
+        subject,
+        f"{api}.STREAM.INFO.{stream}",
+        f"{api}.STREAM.CREATE.{stream}",
+        f"{api}.STREAM.UPDATE.{stream}",
+        f"{api}.CONSUMER.INFO.{stream}.{durable}",
+        f"{api}.STREAM.MSG.GET.{stream}",
+    ]
+    consumer = [
+        f"{api}.STREAM.INFO.{stream}",
+        f"{api}.STREAM.CREATE.{stream}",
+        f"{api}.CONSUMER.CREATE.{stream}.{durable}.>",
+        f"{api}.CONSUMER.INFO.{stream}.{durable}",
+        f"{api}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+        f"{api}.STREAM.MSG.GET.{stream}",
+    ]
+
+    def user(name: str, password: str, publish: list[str]) -> str:
+        allowed = ", ".join(json.dumps(s) for s in publish)
+        return (
+            f'    {{user: "{name}", password: "{password}", '
+            f'permissions: {{publish: {{allow: [{allowed}]}}, subscribe: {{allow: ["_INBOX.>"]}}}}}}\n'
+        )
+
+    return (
+        "authorization {\n  users: [\n"
+        + user("edge", edge_password, edge)
+        + user("cluster", consumer_password, consumer)
+        + "  ]\n}\n"
+    )
+
+
+async def test_least_privilege_users_for_edge_and_consumer_are_enough(env: ReceiverEnv, tmp_path: Path) -> None:
+    names = relay_names()
+    edge_pw, cluster_pw = uuid.uuid4().hex, uuid.uuid4().hex
+    users = least_privilege_users(names, edge_pw, cluster_pw)
+    with NatsServer(store_dir=tmp_path / "broker", extra_config=users) as broker:
+        host = broker.url.removeprefix("nats://")
+        async with relay_on(env, f"nats://cluster:{cluster_pw}@{host}") as r:
+            r.names = names
+            await r.start_consumer()  # makes the stream and the durable consumer with its own rights
+            await wait_for(lambda: r.consumer_link is not None and r.consumer_link.connected, what="consumer")
+            await asyncio.sleep(0.5)
+            await r.stop_consumer()
+            await r.start_edge(f"nats://edge:{edge_pw}@{host}")
+            await r.wait_edge_connected()
+            commit = sha("least-privilege")
+            assert (await r.send(push(commit))).status == 202
+            assert r.edge is not None
+            edge_metrics = r.edge.receiver.metrics.registry
+            await wait_for(
+                lambda: edge_metrics.get_sample_value("fleet_webhook_relay_queue_depth") == 1,
+                within=15,
+                what="the backlog as the edge sees it",
+            )
+            await r.start_consumer()
+            await wait_for(lambda: env.webhook_commit("apps") == commit, what="the commit with least privilege")
+            await wait_for(lambda: r.consumed("accepted") == 1, what="the ack")
+        assert "Violation" not in broker.log_tail(500)
+
+        # The edge's user cannot take deliveries: a stolen edge credential does not read the queue.
+        nc = await nats.connect(f"nats://edge:{edge_pw}@{host}")
+        try:
+            sub = await nc.jetstream().pull_subscribe_bind(names["relay_durable"], names["relay_stream"])
+            with pytest.raises(nats.errors.TimeoutError):
+                await sub.fetch(1, timeout=2)
+        finally:
+            await nc.close()
+        refusal = '"$G/user:edge" - Publish Violation - Subject "$JS.API.CONSUMER.MSG.NEXT.'
+        assert refusal in broker.log_tail(50)

@@ -59,7 +59,7 @@ def test_message_id_dedupes_only_byte_identical_retries() -> None:
 @pytest.mark.parametrize(
     ("fields", "says"),
     [
-        ({"relay_publish": "http://broker:4222"}, "is not a NATS URL"),
+        ({"relay_publish": "http://broker:4222"}, "http://... is not a NATS URL"),
         ({"relay_publish": " , "}, "at least one NATS URL"),
         ({"relay_publish": "nats://a:4222", "relay_consume": "nats://b:4222"}, "not both"),
         ({"relay_consume": "nats://a:4222", "relay_tls_cert_file": "/c.pem"}, "go together"),
@@ -75,3 +75,13 @@ def test_unreadable_tls_file_names_the_flag() -> None:
     settings = Settings(relay_consume="tls://a:4222", relay_tls_ca_file="/nonexistent/ca.pem")  # type: ignore[arg-type]
     with pytest.raises(relay.RelayConfigError, match=r"--relay-tls-ca-file /nonexistent/ca\.pem"):
         relay.connect_options(settings, "test")
+
+
+def test_a_bad_url_exits_2_naming_the_flag_without_repeating_its_password(capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.cli import main
+
+    assert main(["serve", "--relay-publish", "http://edge:hunter2@broker:4222"]) == 2
+    err = capsys.readouterr().err
+    assert "flag --relay-publish" in err
+    assert "http://... is not a NATS URL" in err
+    assert "hunter2" not in err
