@@ -608,3 +608,45 @@ async def test_least_privilege_users_for_edge_and_consumer_are_enough(env: Recei
             await nc.close()
         refusal = '"$G/user:edge" - Publish Violation - Subject "$JS.API.CONSUMER.MSG.NEXT.'
         assert refusal in broker.log_tail(50)
+
+
+def padded_push(seed: str, size: int) -> Delivery:
+    """A push whose body is about `size` bytes (a long commit message), signed."""
+    base = push(sha(seed))
+    doc = json.loads(base.body)
+    doc["head_commit"]["message"] = "x" * size
+    raw = json.dumps(doc).encode()
+    headers = {k: v for k, v in base.headers.items() if not k.lower().startswith("x-hub-signature")}
+    return Delivery(sign("github", headers, raw, SECRET), raw)
+
+
+async def test_a_full_stream_refuses_new_deliveries_and_keeps_the_stored_ones(
+    env: ReceiverEnv, nats_server: NatsServer
+) -> None:
+    async with relay_on(env, nats_server.url) as r:
+        r.names["relay_max_bytes"] = 1024 * 1024
+        await r.start_edge()
+        await r.wait_edge_connected()
+
+        stored = await r.send(padded_push("full-1", 700_000))
+        refused = await r.send(padded_push("full-2", 700_000))
+
+        assert stored.status == 202
+        assert refused.status == 503, refused.body
+        assert "the relay stream is full" in refused.body["error"]
+        assert refused.headers.get("Retry-After") == "5"
+        assert await r.stream_messages() == 1  # the first is still there: nothing acknowledged is dropped
+
+
+async def test_a_delivery_over_the_brokers_max_payload_gets_413_naming_it(
+    env: ReceiverEnv, nats_server: NatsServer
+) -> None:
+    async with relay_on(env, nats_server.url) as r:
+        await r.start_edge()
+        await r.wait_edge_connected()
+
+        resp = await r.send(padded_push("huge", 9 * 1024 * 1024))  # the test broker's max_payload is 8 MiB
+
+        assert resp.status == 413, resp.body
+        assert "max_payload" in resp.body["error"]
+        assert await r.stream_messages() == 0
