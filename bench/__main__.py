@@ -1,7 +1,7 @@
 """`python -m bench`: run the benchmarks, print a table, write bench/results.json.
 
 Sizes come from the environment (see bench/README.md); BENCH_QUICK=1 shrinks everything to a
-run of about a minute. BENCH_ONLY=lookup,throughput,e2e,memory,intake,push_to_job,receivers picks benchmarks (the trigger headline is
+run of about a minute. BENCH_ONLY=lookup,throughput,e2e,memory,intake,push_to_job,receivers,relay picks benchmarks (the trigger headline is
 computed from e2e; push_to_job is the git push -> Fleet Job headline with real Gitea and Fleet).
 """
 
@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, intake, lookup, memory, push_to_job, receivers, report, throughput
+from bench import e2e, intake, lookup, memory, push_to_job, receivers, relay, report, throughput
 from bench.stats import REPO_ROOT
 
-BENCHMARKS = ("lookup", "throughput", "e2e", "memory", "intake", "push_to_job", "receivers")
+BENCHMARKS = ("lookup", "throughput", "e2e", "memory", "intake", "push_to_job", "receivers", "relay")
 
 
 def _int_list(name: str, default: str) -> list[int]:
@@ -61,6 +61,8 @@ def settings() -> dict[str, Any]:
         "receivers_sizes": _int_list("BENCH_RECEIVERS_SIZES", "100,1000" if quick else "100,1000,10000"),
         "receivers_seconds": _num("BENCH_RECEIVERS_SECONDS", 4.0 if quick else 10.0),
         "receivers_targets": int(_num("BENCH_RECEIVERS_TARGETS", 10 if quick else 20)),
+        "relay_pushes": int(_num("BENCH_RELAY_PUSHES", 20 if quick else 100)),
+        "relay_rate": _num("BENCH_RELAY_RATE", 10.0),
         "out": Path(os.environ.get("BENCH_OUT", str(REPO_ROOT / "bench" / "results.json"))),
     }
 
@@ -123,6 +125,11 @@ def main() -> int:
             cfg["e2e_rate"],
             cfg["receivers_seconds"],
             targets=cfg["receivers_targets"],
+            kubeconfig=Path(cfg["e2e_kubeconfig"]) if cfg["e2e_kubeconfig"] else None,
+        ),
+        "relay": lambda: relay.run(
+            cfg["relay_pushes"],
+            cfg["relay_rate"],
             kubeconfig=Path(cfg["e2e_kubeconfig"]) if cfg["e2e_kubeconfig"] else None,
         ),
     }

@@ -168,6 +168,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
         from bench import receivers
 
         out += receivers.rows(results["receivers"])
+    if results.get("relay"):
+        from bench import relay
+
+        out += relay.rows(results["relay"])
     return out
 
 
