@@ -126,7 +126,13 @@ class Consumer:
         head = WebhookRequest(
             method=request.method, headers=dict(request.headers), body=request.body, query=dict(request.query)
         )
-        answer = await self.pipeline.deliver(request.path, head)
+        try:
+            answer = await self.pipeline.deliver(request.path, head)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not stop the queue: this message is retried, then given up
+            log.exception("relayed delivery failed unexpectedly", extra={"seq": meta.sequence.stream})
+            answer = Answer(500, {"error": "internal error"}, {"Retry-After": "5"}, "internal_error")
         if answer.status < 500:
             outcome = "accepted" if answer.status < 400 else "refused"
             await self._settle(msg.ack_sync)

@@ -650,3 +650,24 @@ async def test_a_delivery_over_the_brokers_max_payload_gets_413_naming_it(
         assert resp.status == 413, resp.body
         assert "max_payload" in resp.body["error"]
         assert await r.stream_messages() == 0
+
+
+async def test_a_running_consumer_survives_a_broker_restart(env: ReceiverEnv, tmp_path: Path) -> None:
+    with NatsServer(store_dir=tmp_path / "broker") as broker:
+        async with relay_on(env, broker.url) as r:
+            await r.start_edge()
+            await r.wait_edge_connected()
+            await r.start_consumer()
+            first = sha("live-restart-1")
+            assert (await r.send(push(first))).status == 202
+            await wait_for(lambda: env.webhook_commit("apps") == first, what="the commit before the restart")
+
+            await asyncio.to_thread(broker.stop)
+            await asyncio.sleep(1)
+            await asyncio.to_thread(broker.start)
+            await wait_for(lambda: r.edge is not None and r.edge.link.connected, what="the edge reconnecting")
+            second = sha("live-restart-2")
+            assert (await r.send(push(second, first))).status == 202
+
+            await wait_for(lambda: env.webhook_commit("apps") == second, within=30, what="the commit after the restart")
+            assert r.consumed("accepted") == 2
