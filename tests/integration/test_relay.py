@@ -38,6 +38,7 @@ from tests.integration.receiver_env import ReceiverEnv, Response, github_env
 from tests.support import Delivery, delivery, secret_data, sha, sign
 from tools.controlplane import CertKey, free_ports, issue_cert, new_ca
 from tools.nats import NatsServer, ServerTls
+from tools.nats_auth import ServerAuth
 from tools.served import Served, start_serve
 
 SECRET = "relay-secret-0b7e"
@@ -671,3 +672,26 @@ async def test_a_running_consumer_survives_a_broker_restart(env: ReceiverEnv, tm
 
             await wait_for(lambda: env.webhook_commit("apps") == second, within=30, what="the commit after the restart")
             assert r.consumed("accepted") == 2
+
+
+async def test_nats_creds_files_authenticate_edge_and_consumer(env: ReceiverEnv, tmp_path: Path) -> None:
+    auth = ServerAuth()
+    edge_creds = auth.user_creds(tmp_path / "edge.creds", "edge")
+    cluster_creds = auth.user_creds(tmp_path / "cluster.creds", "cluster")
+    with NatsServer(store_dir=tmp_path / "broker", extra_config=auth.server_config()) as broker:
+        async with relay_on(env, broker.url) as r:
+            r.names["relay_credentials_file"] = edge_creds
+            await r.start_edge()
+            await r.wait_edge_connected()
+            commit = sha("creds-1")
+            assert (await r.send(push(commit))).status == 202
+            r.names["relay_credentials_file"] = cluster_creds
+            await r.start_consumer()
+            await wait_for(lambda: env.webhook_commit("apps") == commit, what="the commit with .creds")
+
+        async with relay_on(env, broker.url) as stranger:  # no credentials: the broker refuses it
+            await stranger.start_edge()
+            await asyncio.sleep(1.5)
+            assert (await stranger.send(push(sha("creds-stranger")))).status == 503
+            assert stranger.edge is not None
+            assert "Authorization" in (stranger.edge.link.last_error or "")
