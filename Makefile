@@ -10,7 +10,7 @@ TOOLS_BIN := .cache/tools/bin
 
 help:
 	@echo "make test      set up everything and run ruff, mypy and every test suite (what CI runs)"
-	@echo "make tools     build etcd, kube-apiserver, helm, promql-parse, gitea and fleetcontroller into .cache/tools (first run ~30 min)"
+	@echo "make tools     build etcd, kube-apiserver, helm, promql-parse, nats-server, gitea and fleetcontroller into .cache/tools (first run ~30 min)"
 	@echo "make image     build localhost/fleet-webhook:<version> with buildah; prints its id and Python packages"
 	@echo "make cluster   start a local kube-apiserver + etcd in the foreground (Ctrl-C stops it)"
 	@echo "make run       local demo: control plane, sample GitRepos, fleet-webhook serve, curl to try"

@@ -61,7 +61,8 @@ def settings() -> dict[str, Any]:
         "receivers_sizes": _int_list("BENCH_RECEIVERS_SIZES", "100,1000" if quick else "100,1000,10000"),
         "receivers_seconds": _num("BENCH_RECEIVERS_SECONDS", 4.0 if quick else 10.0),
         "receivers_targets": int(_num("BENCH_RECEIVERS_TARGETS", 10 if quick else 20)),
-        "relay_seconds": _num("BENCH_RELAY_SECONDS", 4.0 if quick else 10.0),
+        "relay_pushes": int(_num("BENCH_RELAY_PUSHES", 20 if quick else 100)),
+        "relay_rate": _num("BENCH_RELAY_RATE", 10.0),
         "out": Path(os.environ.get("BENCH_OUT", str(REPO_ROOT / "bench" / "results.json"))),
     }
 
@@ -119,12 +120,16 @@ def main() -> int:
             cfg["push_to_job_workers"],
             kubeconfig=Path(cfg["e2e_kubeconfig"]) if cfg["e2e_kubeconfig"] else None,
         ),
-        "relay": lambda: relay.run(rate=20.0, seconds=cfg["relay_seconds"]),
         "receivers": lambda: receivers.run(
             cfg["receivers_sizes"],
             cfg["e2e_rate"],
             cfg["receivers_seconds"],
             targets=cfg["receivers_targets"],
+            kubeconfig=Path(cfg["e2e_kubeconfig"]) if cfg["e2e_kubeconfig"] else None,
+        ),
+        "relay": lambda: relay.run(
+            cfg["relay_pushes"],
+            cfg["relay_rate"],
             kubeconfig=Path(cfg["e2e_kubeconfig"]) if cfg["e2e_kubeconfig"] else None,
         ),
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -49,12 +49,18 @@ def _head(request: web.Request) -> WebhookRequest:
     return WebhookRequest(method=request.method, headers=request.headers, body=b"", query=request.query)
 
 
+# The last step of a delivery once its body has arrived: `Pipeline.complete`, or at a relay edge
+# `relay_publish.Publisher.complete` (store it for the cluster instead of writing GitRepos here).
+Completion = Callable[[Admission, Body], Awaitable[Answer]]
+
+
 class WebhookHandler:
     """HTTP in front of the pipeline: admission before the body, a capped read, the answer."""
 
-    def __init__(self, receiver: Receiver) -> None:
+    def __init__(self, receiver: Receiver, complete: Completion | None = None) -> None:
         self.r = receiver
         self.pipeline = Pipeline(receiver)
+        self.complete: Completion = complete or self.pipeline.complete
 
     async def expect_continue(self, request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: admit on the headers first, so a refusal (413, 401, ...) comes instead."""
@@ -91,7 +97,7 @@ class WebhookHandler:
         body = self.pipeline.open_body(admission, request.remote or "", lambda: request.content.set_exception(evicted))
         try:
             await self._read_body(request, admission, body)
-            return await self.pipeline.complete(admission, body)
+            return await self.complete(admission, body)
         finally:
             body.close()
 
@@ -199,15 +205,16 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return json_response(500, {"error": "internal error"})
 
 
-def make_app(receiver: Receiver, *, probes: bool = True) -> web.Application:
+def make_app(receiver: Receiver, *, probes: bool = True, complete: Completion | None = None) -> web.Application:
     """The webhook app; tests build it with their own Receiver. Size limits are enforced by the handler.
 
     With `probes=False` (a separate probe port is configured) /healthz, /readyz and /metrics are not
     served here, so an Ingress in front of the webhook port cannot expose them to the internet.
+    `complete` replaces the pipeline's last step (a relay edge publishes instead of writing).
     """
     app = web.Application(middlewares=[error_middleware], client_max_size=1024**3)
     app[RECEIVER] = receiver
-    handler = WebhookHandler(receiver)
+    handler = WebhookHandler(receiver, complete)
     if probes:
         _add_probe_routes(app)
     app.router.add_route("*", "/{tail:.*}", handler.__call__, expect_handler=handler.expect_continue)

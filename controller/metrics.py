@@ -149,6 +149,37 @@ class Metrics:
             registry=r,
         )
 
+        # Relay mode (docs/relay.md). The edge counts what it stored; the consumer what it took and how
+        # it ended; both report the durable consumer's backlog (the edge also while the cluster is away).
+        self.relay_published = Counter(
+            f"{PREFIX}_relay_published",
+            "Deliveries the relay edge stored in the JetStream stream (answered 202), duplicates included.",
+            registry=r,
+        )
+        self.relay_consumed = Counter(
+            f"{PREFIX}_relay_consumed",
+            "Relayed deliveries the consumer ran through the pipeline, by outcome: accepted (2xx, acked), "
+            "refused (4xx, acked: a permanent answer), retry (5xx, redelivered later), gave_up (5xx on the "
+            "last allowed attempt, terminated), malformed (not a relay message, terminated).",
+            ["outcome"],
+            registry=r,
+        )
+        self.relay_queue_depth = Gauge(
+            f"{PREFIX}_relay_queue_depth",
+            "Relayed deliveries the durable consumer has not acknowledged yet (pending + in flight).",
+            registry=r,
+        )
+        self.relay_oldest_age = Gauge(
+            f"{PREFIX}_relay_oldest_age_seconds",
+            "Age of the oldest relayed delivery not acknowledged yet (0 when none).",
+            registry=r,
+        )
+
+    def relay_queue(self, depth: int, oldest_age: float) -> None:
+        """Record the relay consumer's backlog (relay.report_queue)."""
+        self.relay_queue_depth.set(depth)
+        self.relay_oldest_age.set(oldest_age)
+
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)

@@ -133,6 +133,9 @@ class Receiver:
     shared_order: bool = False
     # The background tasks `serve` runs; one that died makes /readyz fail (controller/supervisor.py).
     background: Supervisor = field(default_factory=Supervisor)
+    # --relay-publish: this process is a relay edge with no GitRepo index and maybe no secrets; what it
+    # cannot check is checked by the cluster's consumer (Pipeline.edge_verdict, relay_publish.py).
+    relay_edge: bool = False
 
     def history_for(self, route: Route) -> CommitHistory:
         """Commit order learnt from this route's deliveries only, so one tenant cannot poison another's.
@@ -246,6 +249,10 @@ class Admission:
     credentials: Sequence[Credential] = ()  # the route's, read once at admission
     started: float = field(default_factory=time.monotonic)
     inflation_cap: int | None = None  # a compressed body the headers did not authenticate: see `inflation_cap`
+    path: str = ""  # the request path the route was chosen by (a relay edge passes it on)
+    # A relay edge without the route's secret: the cluster's consumer authenticates it, so nothing
+    # fails before the body for want of a secret here (relay_publish.py).
+    judged_elsewhere: bool = False
 
     @property
     def route_ok_before_body(self) -> bool:
@@ -258,7 +265,7 @@ class Admission:
     def failed_before_body(self) -> bool:
         """The headers already show the route's secret cannot authenticate the delivery."""
         if self.auth is None:
-            return not self.provider_cfg.allow_unauthenticated
+            return not (self.provider_cfg.allow_unauthenticated or self.judged_elsewhere)
         return self.auth.verdict in (Verdict.MISSING, Verdict.MISMATCH)
 
     @property
@@ -356,6 +363,7 @@ class Pipeline:
             delivery=provider.delivery_id(head),
             auth=None,
             may_use_gitrepo_secrets=False,
+            path=path,
         )
         if not provider_cfg.enabled:
             raise admission.fail(Refusal(404, f"provider {provider.name!r} is disabled", "provider_disabled"))
@@ -367,9 +375,14 @@ class Pipeline:
         creds = await self._route_credentials(admission)
         admission.credentials = creds
         admission.auth = provider.authenticate(head, creds) if creds else None
-        admission.may_use_gitrepo_secrets = config.secrets.gitrepo_secrets and self.r.index.has_webhook_secrets(
-            route.namespaces
-        )
+        if self.r.relay_edge:
+            # No index at the edge: any GitRepo may name its own secret, unless the config says none does.
+            admission.may_use_gitrepo_secrets = config.secrets.gitrepo_secrets
+            admission.judged_elsewhere = admission.auth is None
+        else:
+            admission.may_use_gitrepo_secrets = config.secrets.gitrepo_secrets and self.r.index.has_webhook_secrets(
+                route.namespaces
+            )
         if admission.auth is None or admission.auth.verdict is not Verdict.OK:
             admission.inflation_cap = inflation_cap(head, content_length)
         if admission.failed_before_body:
@@ -458,6 +471,19 @@ class Pipeline:
             return admission.provider.verify_whole_body(request, admission.credentials) is Verdict.OK
         macs = body.macs
         return macs is not None and macs.verdict() is Verdict.OK
+
+    async def edge_verdict(self, admission: Admission, body: Body) -> bool:
+        """At a relay edge, with the whole body: True when the route's secret verified it, False when
+        it cannot be judged here (the edge holds no secret for it, or a GitRepo's own secret may sign
+        it); raises the 401 when the secret the edge holds refuses it and nothing else could vouch.
+        The consumer verifies every delivery again either way."""
+        if admission.auth is None:
+            return False
+        if await self._route_verdict(admission, body):
+            return True
+        if admission.may_use_gitrepo_secrets:
+            return False
+        raise await self.unauthorized(admission)
 
     # --- a body the route's secret does not vouch for --------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import polling
+from controller import polling, relay
 from controller.app import WebhookRunner, make_app, make_probe_app
 from controller.body import BodyBudget
 from controller.config import Config, default_config, load_file
@@ -25,7 +25,10 @@ from controller.dedupe import DeliveryCache
 from controller.index import GitRepoIndex, gitrepo_info
 from controller.kube import Kube, load_api_client
 from controller.metrics import Metrics
-from controller.pipeline import Receiver
+from controller.pipeline import Pipeline, Receiver
+from controller.relay import Link, RelayConfigError
+from controller.relay_consume import Consumer
+from controller.relay_publish import Publisher
 from controller.reload import ConfigHolder, ConfigReloader, file_digest
 from controller.secrets import SecretStore
 from controller.settings import Settings
@@ -152,14 +155,67 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
     )
     sync = IndexSync(kube, index, loop)
     holder.on_change(sync.on_config_change)
+    holder.on_change(_limits_follower(receiver))
+    return Components(receiver, sync, updater, kube)
+
+
+def _limits_follower(receiver: Receiver) -> Callable[[Config, Config], None]:
+    """A config-change callback that applies reloaded cache and memory limits to the running receiver."""
 
     def apply_limits(_old: Config, new: Config) -> None:
-        secrets.ttl = new.secrets.cache_seconds
+        receiver.secrets.ttl = new.secrets.cache_seconds
         receiver.dedupe.resize(new.limits.dedupe_seconds, new.limits.dedupe_entries)
         receiver.budget.resize(new.limits)
 
-    holder.on_change(apply_limits)
-    return Components(receiver, sync, updater, kube)
+    return apply_limits
+
+
+@dataclass
+class Edge:
+    """A relay edge (--relay-publish): the receiver's intake, no Kubernetes, a publisher at the end."""
+
+    receiver: Receiver
+    link: Link
+    publisher: Publisher
+
+    async def close(self) -> None:
+        """Close the broker connection and the parse worker."""
+        await self.receiver.parsers.close()
+        await self.link.close()
+
+
+async def _no_kubernetes(_namespace: str, _name: str) -> None:
+    """The edge's Secret reader: it has no Kubernetes API, so every Kubernetes Secret is "not here"
+    (a delivery then is judged by the cluster's consumer; a mounted folder source still verifies)."""
+    return None
+
+
+def build_edge(settings: Settings, config: Config, digest: str) -> Edge:
+    """Wire a relay edge. Its GitRepo index stays empty and counts as synced: GitRepos are the cluster's."""
+    metrics = Metrics()
+    metrics.config_last_success.set(time.time())
+    metrics.config_valid.set(1)
+    index = GitRepoIndex(keyer_for(config.watch))
+    index.synced = True
+    receiver = Receiver(
+        holder=ConfigHolder(config, digest),
+        index=index,
+        secrets=SecretStore(_no_kubernetes, settings.namespace, config.secrets.cache_seconds),
+        metrics=metrics,
+        updater=None,
+        dedupe=DeliveryCache(config.limits.dedupe_seconds, config.limits.dedupe_entries),
+        budget=body_budget(config, settings),
+        relay_edge=True,
+    )
+    receiver.holder.on_change(_limits_follower(receiver))
+    link = Link(settings, "edge")
+    return Edge(receiver, link, Publisher(Pipeline(receiver), link, settings, metrics))
+
+
+def build_consumer(settings: Settings, receiver: Receiver) -> tuple[Link, Consumer]:
+    """The relay consumer (--relay-consume) in front of a receiver built by `build`."""
+    link = Link(settings, "consumer")
+    return link, Consumer(receiver, link, settings, receiver.metrics)
 
 
 def body_budget(config: Config, settings: Settings) -> BodyBudget:
@@ -181,19 +237,38 @@ def reload_callback(metrics: Metrics) -> Callable[[bool], None]:
 
 
 async def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code."""
+    """Run until SIGTERM/SIGINT; returns the exit code.
+
+    Three roles: the receiver (default), a relay edge (--relay-publish: no Kubernetes API at all) and
+    a receiver that also consumes relayed deliveries (--relay-consume). docs/relay.md.
+    """
     config, digest = initial_config(settings)
     loop = asyncio.get_running_loop()
-    parts = build(settings, config, digest, Kube(load_api_client(settings.kubeconfig)))
-    receiver = parts.receiver
+    parts: Components | None = None
+    edge: Edge | None = None
+    consumer: Consumer | None = None
+    link: Link | None = None
+    try:
+        if settings.relay_publish:
+            edge = build_edge(settings, config, digest)
+            receiver, link = edge.receiver, edge.link
+        else:
+            parts = build(settings, config, digest, Kube(load_api_client(settings.kubeconfig)))
+            receiver = parts.receiver
+            if settings.relay_consume:
+                link, consumer = build_consumer(settings, receiver)
+    except RelayConfigError as exc:
+        log.error("relay settings rejected", extra={"error": str(exc)})
+        return 2
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    parts.sync.start(config.watch)
+    if parts is not None:
+        parts.sync.start(config.watch)
     await receiver.parsers.start()
     separate_probes = settings.probe_port is not None and settings.probe_port != settings.port
-    app = make_app(receiver, probes=not separate_probes)
+    app = make_app(receiver, probes=not separate_probes, complete=edge.publisher.complete if edge else None)
     probe_runner: web.AppRunner | None = None
     if separate_probes:
         probe_runner = WebhookRunner(make_probe_app(receiver), handle_signals=False, access_log=None)
@@ -218,10 +293,17 @@ async def serve(settings: Settings) -> int:
             "namespace": settings.namespace,
             "config": config.source,
             "summary": config.summary(),
+            "role": "relay edge" if edge else "relay consumer" if consumer else "receiver",
         },
     )
     background = receiver.background
-    background.start("polling fallback", polling_fallback(receiver, parts.updater, stop))
+    if parts is not None:
+        background.start("polling fallback", polling_fallback(receiver, parts.updater, stop))
+    if link is not None:
+        background.start("relay link", link.run(edge.publisher.ensure_stream if edge else None))
+        background.start("relay queue metrics", relay.report_queue(link, receiver.metrics.relay_queue))
+    if consumer is not None:
+        background.start("relay consumer", consumer.run())
     reloader = None
     if settings.config is not None:
         reloader = ConfigReloader(settings.config, receiver.holder, reload_callback(receiver.metrics))
@@ -238,12 +320,19 @@ async def serve(settings: Settings) -> int:
     log.info("shutting down: finishing in-flight deliveries", extra={"grace_seconds": settings.shutdown_grace_seconds})
     if reloader is not None:
         reloader.stop()
+    if consumer is not None:  # the message in progress is settled; the rest waits in the stream
+        await consumer.stop(settings.shutdown_grace_seconds)
     await site.stop()  # no new connections; open ones are still read (see FINAL_CANCEL_SECONDS)
     await drain_deliveries(receiver, settings.shutdown_grace_seconds)
     await runner.cleanup()  # closes idle keep-alive connections, cancels what is still running
     if probe_runner is not None:
         await probe_runner.cleanup()  # last, so /readyz kept saying "not ready" until the end
     await background.stop()
-    await parts.close()
+    if link is not None:
+        await link.close()  # after the consumer, so its last ack is flushed
+    if parts is not None:
+        await parts.close()
+    if edge is not None:
+        await edge.receiver.parsers.close()
     log.info("stopped")
     return 0

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds the real test tools (etcd, kube-apiserver, helm, promql-parse for the chart's dashboard and
-# alerts, and for the e2e suite gitea and Fleet's fleetcontroller) into a cache folder keyed by
-# version, and reuses what is already there. Prints the bin folder on success.
+# alerts, nats-server for relay mode, and for the e2e suite gitea and Fleet's fleetcontroller) into a
+# cache folder keyed by version, and reuses what is already there. Prints the bin folder on success.
 #
-#   tools/build-tools.sh            build what is missing, print the folder holding all six
+#   tools/build-tools.sh            build what is missing, print the folder holding all seven
 #   KUBEBUILDER_ASSETS=/dir ...     use etcd + kube-apiserver from /dir (envtest convention); the rest built
 #   FLEET_SRC=/path/to/fleet ...    build fleetcontroller from that v0.16.1 tree (tools/build-fleet.sh)
 #
-# Versions live here, in tools/build-gitea.sh, tools/build-fleet.sh, tools/build-promql-parse.sh and in the wrapper go.mod files
-# under tools/; bumping one changes the cache key.
+# Versions live here, in tools/build-gitea.sh, tools/build-fleet.sh, tools/build-promql-parse.sh,
+# tools/build-nats.sh and in the wrapper go.mod files under tools/; bumping one changes the cache key.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -83,4 +83,6 @@ gitea="$("$here/build-gitea.sh")"
 ln -sfn "../${gitea#"$cache/"}" "$bin/gitea"
 fleetcontroller="$("$here/build-fleet.sh")"
 ln -sfn "../${fleetcontroller#"$cache/"}" "$bin/fleetcontroller"
+nats_server="$("$here/build-nats.sh")"
+ln -sfn "../${nats_server#"$cache/"}" "$bin/nats-server"
 echo "$bin"

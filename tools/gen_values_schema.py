@@ -154,6 +154,19 @@ CHART_PROPERTIES: dict[str, Schema] = {
             "sharedOrder": {"type": ["boolean", "null"]},
         }
     ),
+    "relay": strict(
+        {
+            "role": {"enum": ["", "publish", "consume"]},
+            "url": {"type": "string", "pattern": r"^((nats|tls)://[^,\s]+(,\s*(nats|tls)://[^,\s]+)*)?$"},
+            "existingSecret": {"type": "string", "pattern": DNS_SUBDOMAIN_OR_EMPTY, "maxLength": 253},
+            "secretKeys": {
+                "type": "array",
+                "items": {"enum": ["nats.creds", "ca.crt", "tls.crt", "tls.key"]},
+                "uniqueItems": True,
+            },
+            "maxAgeSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 31536000},
+        }
+    ),
     "extraEnv": k8s_list("EnvVar objects.", required=["name"]),
     "webhookSecret": strict(
         {

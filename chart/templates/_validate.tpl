@@ -38,6 +38,21 @@ crash loop; on reload: the previous config keeps serving). Each message starts w
 {{- if ge (int $disabled) 8 -}}
 {{- fail "config.providers: every provider is disabled; enable at least one" -}}
 {{- end -}}
+{{- $relay := .Values.relay -}}
+{{- if and $relay.role (not $relay.url) (not (include "fleet-webhook.relayUrlInExtraEnv" .)) -}}
+{{- fail (printf "relay.url: relay.role %q needs the NATS URL (or FLEET_WEBHOOK_RELAY_%s in extraEnv)" $relay.role (upper $relay.role)) -}}
+{{- end -}}
+{{- if and $relay.secretKeys (not $relay.existingSecret) -}}
+{{- fail "relay.existingSecret: relay.secretKeys names keys of a Secret; set its name" -}}
+{{- end -}}
+{{- if ne (int (len (without ($relay.secretKeys | default list) "nats.creds" "ca.crt"))) 0 -}}
+{{- if not (and (has "tls.crt" $relay.secretKeys) (has "tls.key" $relay.secretKeys)) -}}
+{{- fail "relay.secretKeys: tls.crt and tls.key go together (a client certificate and its key)" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $relay.role "consume") (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) -}}
+{{- fail "relay.role: consume runs exactly one replica (stream order); set replicaCount: 1 and autoscaling.enabled: false" -}}
+{{- end -}}
 {{- range $i, $mapping := ($config.mappings | default list) -}}
 {{- if not (or $mapping.aliases $mapping.gitRepos $mapping.selector $mapping.exclude) -}}
 {{- fail (printf "config.mappings[%d]: mapping does nothing: give aliases, gitRepos, selector or exclude" $i) -}}
@@ -46,5 +61,13 @@ crash loop; on reload: the previous config keeps serving). Each message starts w
 {{- $polling := $config.polling | default dict -}}
 {{- if and (hasKey $polling "webhookInterval") (regexMatch "^(0|(0+(\\.0+)?(ns|us|µs|ms|s|m|h))+)$" (toString $polling.webhookInterval)) -}}
 {{- fail "config.polling.webhookInterval: must be longer than 0 (use config.polling.manage: false instead)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when extraEnv sets the relay URL variable of the chosen role itself (e.g. from a Secret). */}}
+{{- define "fleet-webhook.relayUrlInExtraEnv" -}}
+{{- $want := printf "FLEET_WEBHOOK_RELAY_%s" (upper .Values.relay.role) -}}
+{{- range .Values.extraEnv -}}
+{{- if eq .name $want -}}true{{- end -}}
 {{- end -}}
 {{- end -}}

@@ -1,6 +1,8 @@
 """Fixtures for tests against the real etcd + kube-apiserver (`control_plane`, `kube_api`: tests/conftest.py).
 
 * `namespace`: a fresh namespace `t-<8 hex>` per test.
+* `nats_server` (session): ONE real nats-server with JetStream (tools/nats.py) for the relay tests;
+  each test uses streams and consumers of its own. Missing binary: the test FAILS (run `make tools`).
 
 Every test under tests/integration gets the `integration` marker.
 """
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+
+from tools.nats import NatsServer, NatsServerError, find_nats_server
 
 _HERE = Path(__file__).resolve().parent
 
@@ -33,3 +37,17 @@ def namespace(kube_api: client.ApiClient) -> Iterator[str]:
     # Without kube-controller-manager the namespace stays Terminating forever; that's fine.
     with contextlib.suppress(Exception):
         core.delete_namespace(name, _request_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    try:
+        binary = find_nats_server()
+    except NatsServerError as exc:
+        missing = str(exc)
+    else:
+        missing = ""
+    if missing:  # fail (never skip) outside the except block, so the report is just the message
+        pytest.fail(f"the relay tests need the real nats-server: {missing}", pytrace=False)
+    with NatsServer(binary=binary) as broker:
+        yield broker

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import e2e
+from bench import e2e, relay
 from tools.controlplane import ControlPlane
 
 
@@ -18,3 +18,14 @@ def test_e2e_bench_smoke(control_plane: ControlPlane) -> None:
         assert 0 < result[key]["p50"] <= result[key]["p99"]
     headline = e2e.headline(result)
     assert headline["speedup_mean"] > 1
+
+
+def test_relay_bench_smoke(control_plane: ControlPlane, nats_server: object) -> None:
+    """bench/relay.py once, tiny (nats_server: fails early, never skips, when the binary is missing)."""
+    result = relay.run(pushes_per_way=4, rate=10.0, targets=2, blocks=2, kubeconfig=control_plane.kubeconfig)
+    assert result["relay"]["statuses"] == {"202": 4}
+    assert result["direct"]["statuses"] == {"200": 4}
+    assert result["relay"]["lost"] == result["direct"]["lost"] == 0
+    for way in relay.WAYS:
+        assert 0 < result[way]["visible_ms"]["p50"] <= result[way]["visible_ms"]["p99"]
+    assert len(relay.rows(result)) == 3
