@@ -49,17 +49,26 @@ def pinned() -> dict[str, str]:
 
 
 def runtime_closure() -> set[str]:
-    """Canonical names of fleet-webhook's dependencies and theirs (no extras), from installed metadata."""
-    seen: set[str] = set()
-    todo = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
+    """Canonical names of fleet-webhook's dependencies and theirs, from installed metadata.
+
+    Extras count where a dependency asks for them (`nats-py[nkeys]` brings nkeys and PyNaCl), and
+    only there: nothing of fleet-webhook's own [dev] extra.
+    """
+    seen: dict[str, set[str]] = {}  # package -> the extras already followed ("" = none)
+    todo = [(Requirement(r), "") for r in PYPROJECT["project"]["dependencies"]]
     while todo:
-        req = todo.pop()
-        name = canonicalize_name(req.name)
-        if name in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+        req, parent_extra = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": parent_extra}):
             continue
-        seen.add(name)
-        todo += [Requirement(r) for r in metadata.requires(req.name) or []]
-    return seen
+        name = canonicalize_name(req.name)
+        wanted = {""} | set(req.extras)
+        new = wanted - seen.setdefault(name, set())
+        if not new:
+            continue
+        seen[name] |= new
+        for child in metadata.requires(req.name) or []:
+            todo += [(Requirement(child), extra) for extra in new]
+    return set(seen)
 
 
 def test_the_printed_package_list_is_the_runtime_closure_at_the_pinned_versions(built: Built) -> None:
