@@ -19,7 +19,9 @@
 # that against the installed packages, and the serve test runs the result): pip and setuptools (the image
 # never installs anything), the kubernetes client's asyncio copy `kubernetes/aio` (68 MB; only the
 # synchronous client is used, by controller/kube.py), and the `tests` folders some packages ship (with
-# jsonschema's `benchmarks`, which import them).
+# jsonschema's `benchmarks`, which import them), and cffi's `setuptools_ext.py` (the setuptools hook
+# that builds cffi extensions at install time; PyNaCl, for relay mode's .creds signing, only loads its
+# already compiled one).
 # The compiled .pyc files stay: with a read-only root nothing could write them, and every start would
 # compile the kubernetes client again.
 
@@ -41,7 +43,7 @@ RUN python -m pip wheel . -c constraints.txt --no-deps -w /wheels \
  && /opt/fleet-webhook/bin/pip check \
  && /opt/fleet-webhook/bin/python -m pip uninstall --yes --quiet pip setuptools \
  && site=/opt/fleet-webhook/lib/python3.11/site-packages \
- && rm -rf "$site/kubernetes/aio" "$site"/*/tests "$site/jsonschema/benchmarks" \
+ && rm -rf "$site/kubernetes/aio" "$site"/*/tests "$site/jsonschema/benchmarks" "$site/cffi/setuptools_ext.py" \
  && schema="$site/controller/data/config.schema.json" \
  && test -f "$schema" && test ! -L "$schema" \
  && /opt/fleet-webhook/bin/python -c "from controller import cli, config, kube, runtime; config.default_config()"
