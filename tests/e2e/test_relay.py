@@ -47,6 +47,22 @@ def _updated_commits(consumer: WebhookServer, ns: str, name: str) -> list[str]:
     return commits
 
 
+def _connected(edge: WebhookServer) -> int:
+    """How many times the edge has logged its connection to the broker (its log spans restarts)."""
+    return sum(1 for line in edge.log_lines() if line.get("msg") == "relay broker connected")
+
+
+def _restart_connected(edge: WebhookServer) -> None:
+    """Restart the edge and wait until it is connected to the broker again.
+
+    /readyz does not wait for the broker, and an edge still connecting holds a delivery for up to
+    --relay-publish-timeout-seconds, as long as Gitea waits for an answer.
+    """
+    before = _connected(edge)
+    edge.restart()
+    _wait(lambda: _connected(edge) > before, 20, "the edge connected to the broker")
+
+
 def _wait(condition: Callable[[], bool], within: float, what: str) -> None:
     deadline = time.monotonic() + within
     while not condition():
@@ -69,6 +85,7 @@ def test_pushes_while_the_cluster_is_offline_reach_fleet_once_each_in_order(
     )
     try:
         edge.start()
+        _wait(lambda: _connected(edge) > 0, 20, "the edge connected to the broker")
         wt = repo()
         ns = stack.namespace("relay")
         first = track(stack, wt, ns, "apps")
@@ -77,19 +94,21 @@ def test_pushes_while_the_cluster_is_offline_reach_fleet_once_each_in_order(
         pushed: list[str] = []
 
         def push(n: int) -> None:
-            """Push a commit and wait until Gitea has delivered its hook (it sends hooks asynchronously)."""
+            """Push a commit and wait until Gitea has its hook's answer (it sends hooks asynchronously, and
+            marks a task delivered before the answer is in)."""
             pushed.append(wt.commit_and_push("main", message=f"while the cluster is offline ({n})"))
-            _wait(lambda: sum(1 for t in gitea.hook_tasks(wt.repo) if t["delivered"]) >= n, 20, f"hook {n} sent")
+            answered = lambda: sum(1 for t in gitea.hook_tasks(wt.repo) if t["status"] is not None) >= n  # noqa: E731
+            _wait(answered, 20, f"Gitea's hook {n} answered")
 
         push(1)
-        edge.restart()  # the edge restarts: what it stored stays in the stream
+        _restart_connected(edge)  # the edge restarts: what it stored stays in the stream
         push(2)
         broker.stop()
         broker.start()  # the broker restarts on its store
-        edge.restart()
+        _restart_connected(edge)
         push(3)
-        statuses = sorted(t["status"] for t in gitea.hook_tasks(wt.repo))
-        assert statuses == [202, 202, 202], gitea.hook_tasks(wt.repo)
+        tasks = gitea.hook_tasks(wt.repo)
+        assert [t["status"] for t in tasks] == [202, 202, 202], (tasks, edge.log_tail())
         time.sleep(1.0)
         assert stack.gitrepo(ns, "apps").get("status", {}).get("webhookCommit") in (None, ""), "nobody consumed yet"
         assert {j["commit"] for j in stack.jobs(ns, "apps")} == {first}
