@@ -22,6 +22,7 @@ from kubernetes import client
 
 from tools.controlplane import ControlPlane, ToolsMissingError, find_tools_bin, install_crds, new_api_client
 from tools.fleet import FleetSourceError, fleet_crds_file
+from tools.nats import NatsServerError, find_nats_server
 
 TESTS = Path(__file__).resolve().parent
 OLD_FLEET_CRD_DIR = TESTS / "fixtures" / "crds-fleet-v0.14"
@@ -35,6 +36,15 @@ def gitrepo_crds() -> list[Path]:
     except FleetSourceError as exc:
         message = str(exc)
     pytest.fail(f"these tests need Fleet v0.16.1's CRDs: {message}", pytrace=False)
+
+
+def require_nats_server(who: str) -> Path:
+    """The nats-server binary relay tests run, or a FAILED test naming `make tools` (never a skip)."""
+    try:
+        return find_nats_server()
+    except NatsServerError as exc:
+        missing = str(exc)
+    pytest.fail(f"{who}: the real nats-server is missing: {missing}", pytrace=False)  # outside except: message only
 
 
 SUMMARY_LINES: list[str] = []  # printed at the end of the run (start-up time, load figures)

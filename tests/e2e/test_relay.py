@@ -15,23 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_nats_server
 from tests.e2e.steps import JOB_WITHIN, track
 from tools.e2e import WEBHOOK_SECRET, Stack, WebhookServer
 from tools.gitea import Worktree
-from tools.nats import NatsServer, NatsServerError, find_nats_server
+from tools.nats import NatsServer
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[NatsServer]:
-    try:
-        binary = find_nats_server()
-    except NatsServerError as exc:
-        missing = str(exc)
-    else:
-        missing = ""
-    if missing:  # fail (never skip)
-        pytest.fail(f"the relay e2e test needs the real nats-server: {missing}", pytrace=False)
-    with NatsServer(binary=binary, store_dir=tmp_path / "jetstream") as server:
+    with NatsServer(binary=require_nats_server("the relay e2e test"), store_dir=tmp_path / "jetstream") as server:
         yield server
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tools.nats import NatsServer, NatsServerError, find_nats_server
+from tests.conftest import require_nats_server
+from tools.nats import NatsServer
 
 _HERE = Path(__file__).resolve().parent
 
@@ -41,13 +42,5 @@ def namespace(kube_api: client.ApiClient) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[NatsServer]:
-    try:
-        binary = find_nats_server()
-    except NatsServerError as exc:
-        missing = str(exc)
-    else:
-        missing = ""
-    if missing:  # fail (never skip) outside the except block, so the report is just the message
-        pytest.fail(f"the relay tests need the real nats-server: {missing}", pytrace=False)
-    with NatsServer(binary=binary) as broker:
+    with NatsServer(binary=require_nats_server("the relay tests")) as broker:
         yield broker
