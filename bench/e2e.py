@@ -240,6 +240,20 @@ async def open_loop(rate: float, count: int, start_one: Callable[[], Coroutine[A
     return start
 
 
+def own_cluster(stack: contextlib.ExitStack, kubeconfig: Path | None) -> Cluster:
+    """A `Cluster` on `kubeconfig`, or on a control plane of its own (with Fleet's CRDs) closed with `stack`."""
+    if kubeconfig is None:
+        from tools.controlplane import ControlPlane, install_crds
+        from tools.fleet import fleet_crds_file
+
+        cp = stack.enter_context(ControlPlane())
+        install_crds(cp.kubeconfig, [fleet_crds_file()])
+        kubeconfig = cp.kubeconfig
+    cluster = Cluster(kubeconfig)
+    stack.callback(cluster.close)
+    return cluster
+
+
 def latency(values: list[float]) -> dict[str, Any]:
     return {
         "n": len(values),
@@ -284,15 +298,7 @@ def run(
     is written to `profile_dir`."""
     with contextlib.ExitStack() as stack:
         started = time.monotonic()
-        if kubeconfig is None:
-            from tools.controlplane import ControlPlane, install_crds
-            from tools.fleet import fleet_crds_file
-
-            cp = stack.enter_context(ControlPlane())
-            install_crds(cp.kubeconfig, [fleet_crds_file()])
-            kubeconfig = cp.kubeconfig
-        cluster = Cluster(kubeconfig)
-        stack.callback(cluster.close)
+        cluster = own_cluster(stack, kubeconfig)
         names = cluster.setup(targets, background)
         setup_s = time.monotonic() - started
         log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-webhook-e2e-")))

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 
 from bench import data
-from bench.e2e import Cluster, CommitWatch, latency, open_loop, target_url
+from bench.e2e import CommitWatch, latency, open_loop, own_cluster, target_url
 from controller.runtime import HEADER_TIMEOUT_SECONDS
 
 WAYS = ("relay", "direct")
@@ -108,15 +108,7 @@ def run(
 
     with contextlib.ExitStack() as stack:
         started = time.monotonic()
-        if kubeconfig is None:
-            from tools.controlplane import ControlPlane, install_crds
-            from tools.fleet import fleet_crds_file
-
-            cp = stack.enter_context(ControlPlane())
-            install_crds(cp.kubeconfig, [fleet_crds_file()])
-            kubeconfig = cp.kubeconfig
-        cluster = Cluster(kubeconfig)
-        stack.callback(cluster.close)
+        cluster = own_cluster(stack, kubeconfig)
         cluster.setup(targets, 0)
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-webhook-relay-bench-")))
         broker = stack.enter_context(NatsServer(store_dir=folder / "broker"))
@@ -124,7 +116,7 @@ def run(
             (folder / role).mkdir()
         common = ("--log-level=warning", f"--relay-stream=B{uuid.uuid4().hex[:8]}")
         consumer = start_serve(
-            kubeconfig,
+            cluster.kubeconfig,
             cluster.namespace,
             folder / "consumer",
             f"watch:\n  namespaces: [{cluster.namespace}]\n",
