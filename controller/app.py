@@ -29,6 +29,8 @@ log = logging.getLogger("fleet_webhook.receiver")
 READ_CHUNK = 64 * 1024
 
 RECEIVER = web.AppKey("receiver", Receiver)
+# As a header rather than `content_type=`, which aiohttp would parse and rebuild on every answer.
+JSON_HEADERS: dict[str, str] = {hdrs.CONTENT_TYPE: "application/json"}
 ADMISSION_KEY = web.RequestKey("admission", Admission)
 
 
@@ -39,8 +41,7 @@ def json_response(
     return web.Response(
         status=status,
         body=(encode_json(body) if encoded is None else encoded) + b"\n",
-        content_type="application/json",
-        headers=headers,
+        headers={**JSON_HEADERS, **headers} if headers else JSON_HEADERS,
     )
 
 
@@ -93,20 +94,26 @@ class WebhookHandler:
         admission = request.get(ADMISSION_KEY)
         if admission is None:
             admission = await self.pipeline.admit(request.path, _head(request), request.content_length)
+        content = request.content
+        whole = content.read_nowait() if content.is_eof() else None  # the body came with the head
+        if whole is not None and self.pipeline.forged(admission, whole):
+            raise await self.pipeline.unauthorized(admission)  # no Body, no budget entry: refused at once
         evicted = BodyEvicted("another delivery needed the room this unverified body held; retry")
-        body = self.pipeline.open_body(admission, request.remote or "", lambda: request.content.set_exception(evicted))
+        body = self.pipeline.open_body(admission, request.remote or "", lambda: content.set_exception(evicted))
         try:
-            await self._read_body(request, admission, body)
+            await self._read_body(request, admission, body, whole)
             return await self.complete(admission, body)
         finally:
             body.close()
 
-    async def _read_body(self, request: web.Request, admission: Admission, body: Body) -> None:
-        """Read the body into `body` under the cap and the read timeout, never past the cap."""
+    async def _read_body(self, request: web.Request, admission: Admission, body: Body, whole: bytes | None) -> None:
+        """Read the body into `body` under the cap and the read timeout, never past the cap.
+
+        `whole`: the body, when it came with the head (no waiting, so no timer)."""
         content = request.content
         try:
-            if content.is_eof():  # the whole body came with the head: no waiting, so no timer
-                await self._take(content.read_nowait(), admission, body)
+            if whole is not None:
+                await self._take(whole, admission, body)
             else:
                 async with asyncio.timeout(admission.config.limits.read_timeout_seconds):
                     while chunk := await content.read(READ_CHUNK):

@@ -208,10 +208,12 @@ class Refusal(Exception):
         self.headers = dict(headers or {})
         self.provider = "unknown"
         self.delivery: str | None = None
+        self.encoded: bytes | None = None  # the answer's body, when encoded ahead (`Pipeline.unauthorized`)
 
     def answer(self) -> Answer:
         """The refusal as an answer."""
-        return Answer(self.status, {"error": self.reason}, self.headers, self.outcome, self.provider, self.delivery)
+        body = {"error": self.reason}
+        return Answer(self.status, body, self.headers, self.outcome, self.provider, self.delivery, self.encoded)
 
 
 # A compressed body its headers do not authenticate may inflate to at most this many times its
@@ -304,6 +306,11 @@ class GitRepoAuth:
     retry: bool = False  # its Secret could not be read now: the GitRepo fails (503) instead of being skipped
 
 
+# The verdict of every GitRepo without its own spec.webhookSecret: the route's.
+ROUTE_AUTHENTICATED = GitRepoAuth(True, "not authenticated with the route's secret")
+ROUTE_NOT_AUTHENTICATED = GitRepoAuth(False, "not authenticated with the route's secret")
+
+
 def fingerprint(pushes: Sequence[PushEvent]) -> str:
     """A digest of what the signed body says (repository, ref, commits), for the delivery cache."""
     digest = hashlib.blake2b(digest_size=16)
@@ -336,6 +343,8 @@ class Pipeline:
         self.r = receiver
         self._security_log = LogBudget(SECURITY_LOG_LINES_PER_SECOND)
         self._children: dict[tuple[Any, ...], Any] = {}
+        # (route, provider, verdict, tried GitRepo secrets) -> (config, reason, label, encoded body)
+        self._refusals: dict[tuple[str, str, Verdict | None, bool], tuple[Config, str, str, bytes]] = {}
 
     # --- admit: headers only ---------------------------------------------------------------------
 
@@ -372,7 +381,7 @@ class Pipeline:
             raise admission.fail(Refusal(404, reason, "provider_not_routed"))
         if not self.r.index.synced:
             raise admission.fail(busy("GitRepo index is not synced yet", "not_ready", 2))
-        creds = await self._route_credentials(admission)
+        creds = self._held_credentials(admission) or await self._route_credentials(admission)
         admission.credentials = creds
         admission.auth = provider.authenticate(head, creds) if creds else None
         if self.r.relay_edge:
@@ -409,6 +418,22 @@ class Pipeline:
             return admission.fail(Refusal(413, reason, "too_large", {"Connection": "close"}))
         return admission.fail(self.too_large(admission.config))
 
+    def forged(self, admission: Admission, whole: bytes) -> bool:
+        """Whether a body that arrived whole is, at once, one only the route's secret could vouch for
+        and one it does not sign: then the 401 needs no Body, budget entry or parse (`unauthorized`).
+
+        False whenever anything else could still accept it (a GitRepo's own secret, a form body
+        signed inside, allowUnauthenticated) or it is over the cap (the usual path answers 413).
+        """
+        auth = admission.auth
+        if auth is None or auth.verdict is not None or auth.needs_whole_body or admission.may_use_gitrepo_secrets:
+            return False
+        if len(whole) > admission.max_bytes:
+            return False
+        macs = MacStream(auth.macs)
+        macs.update(whole)
+        return macs.verdict() is not Verdict.OK
+
     def open_body(self, admission: Admission, sender: str = "", on_evict: Callable[[], None] | None = None) -> Body:
         """The buffer the body is written into; it computes the route's signature as it streams.
 
@@ -420,6 +445,13 @@ class Pipeline:
         macs = MacStream(auth.macs) if streamed and auth is not None else None
         verified = auth is not None and auth.verdict is Verdict.OK
         return Body(self.r.budget, macs, verified=verified, sender=sender, on_evict=on_evict)
+
+    def _held_credentials(self, admission: Admission) -> list[Credential] | None:
+        """The route's credentials when they are cached and the provider's own keys hold them (the
+        common case: no coroutine, no fallback keys to try); else None, and `_route_credentials` asks."""
+        config = admission.config
+        source = admission.route.secret or config.secrets.source
+        return self.r.secrets.cached_credentials(source, admission.provider.secret_keys, config.secrets.previous_suffix)
 
     async def _route_credentials(self, admission: Admission) -> list[Credential]:
         provider, config = admission.provider, admission.config
@@ -609,13 +641,17 @@ class Pipeline:
         only = None if vouched is None else vouched.covers
         decisions = plan_delivery(pushes, self.r.index, config, route, history, only)
         auth_cache: dict[tuple[str, str], GitRepoAuth] = {}
+        gitrepo_secrets = config.secrets.gitrepo_secrets
+        route_auth = ROUTE_AUTHENTICATED if request_ok else ROUTE_NOT_AUTHENTICATED
         checked: list[tuple[PushEvent, Decision, GitRepoAuth]] = []
         for index, (push, decision) in enumerate(decisions):
             if index % 500 == 499:
                 await asyncio.sleep(0)  # a batch of thousands of refs must not hold the loop
-            auth = await self._gitrepo_auth(
-                decision.gitrepo, admission, body, request_ok, vouched, auth_cache, deadline
-            )
+            info = decision.gitrepo
+            if gitrepo_secrets and info.webhook_secret:
+                auth = await self._gitrepo_auth(info, admission, body, request_ok, vouched, auth_cache, deadline)
+            else:  # the route's verdict decides: no coroutine, no object per GitRepo
+                auth = route_auth
             checked.append((push, decision, auth))
             if auth.ok and decision.paths is not None:
                 self.r.metrics.paths_rule.labels(decision.paths.outcome.value).inc()
@@ -651,7 +687,7 @@ class Pipeline:
         """
         config, route = admission.config, admission.route
         if not (config.secrets.gitrepo_secrets and info.webhook_secret):
-            return GitRepoAuth(request_ok, "not authenticated with the route's secret")
+            return ROUTE_AUTHENTICATED if request_ok else ROUTE_NOT_AUTHENTICATED
         if vouched is not None:
             return GitRepoAuth(True) if vouched.covers(info) else GitRepoAuth(False, WITHHELD)
         if not route.allows_namespace(info.namespace):
@@ -784,9 +820,45 @@ class Pipeline:
     async def unauthorized(self, admission: Admission, *, tried_gitrepo_secrets: bool = False) -> Refusal:
         """The 401 for this delivery, its reason, metric and security log line."""
         provider, config, route = admission.provider, admission.config, admission.route
+        verdict = None if admission.auth is None else admission.auth.verdict
+        # What a forged request gets is the same every time for a route and provider: reason and
+        # encoded body are made once per config (the no-secret answer reads the Secret, so it is not).
+        memo_key = (route.path, provider.name, verdict, tried_gitrepo_secrets)
+        held = self._refusals.get(memo_key) if admission.auth is not None else None
+        if held is not None and held[0] is config:
+            _, reason, label, encoded = held
+        else:
+            reason, label = await self._unauthorized_reason(admission, verdict, tried_gitrepo_secrets)
+            encoded = encode_json({"error": reason})
+            if admission.auth is not None:
+                if len(self._refusals) >= 1024:
+                    self._refusals.clear()
+                self._refusals[memo_key] = (config, reason, label, encoded)
+        self._counter(self.r.metrics.verification_failures, provider.name, label).inc()
+        suppressed = self._security_log.allow()
+        if suppressed is not None:
+            log.warning(
+                "webhook verification failed",
+                extra={
+                    "security": True,
+                    "provider": provider.name,
+                    "reason": label,
+                    "route": route.path,
+                    "delivery": admission.delivery,
+                    "suppressed": suppressed,
+                },
+            )
+        refusal = admission.fail(Refusal(401, reason, "unauthorized"))
+        refusal.encoded = encoded
+        return refusal
+
+    async def _unauthorized_reason(
+        self, admission: Admission, verdict: Verdict | None, tried_gitrepo_secrets: bool
+    ) -> tuple[str, str]:
+        """The 401's reason for the body, and its metric label."""
+        provider, config, route = admission.provider, admission.config, admission.route
         source = route.secret or config.secrets.source
         where = source.describe()
-        verdict = None if admission.auth is None else admission.auth.verdict
         if tried_gitrepo_secrets:
             reason = (
                 f"{provider.name} signature/token matches neither {where} nor the spec.webhookSecret "
@@ -811,21 +883,7 @@ class Pipeline:
         else:
             reason = f"{provider.name} signature/token does not match the configured secret"
             label = "mismatch"
-        self._counter(self.r.metrics.verification_failures, provider.name, label).inc()
-        suppressed = self._security_log.allow()
-        if suppressed is not None:
-            log.warning(
-                "webhook verification failed",
-                extra={
-                    "security": True,
-                    "provider": provider.name,
-                    "reason": label,
-                    "route": route.path,
-                    "delivery": admission.delivery,
-                    "suppressed": suppressed,
-                },
-            )
-        return admission.fail(Refusal(401, reason, "unauthorized"))
+        return reason, label
 
     async def _blank_keys(self, admission: Admission) -> list[str]:
         source = admission.route.secret or admission.config.secrets.source

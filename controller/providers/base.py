@@ -13,6 +13,7 @@ import enum
 import hashlib
 import hmac
 import json
+import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,29 +68,54 @@ class Authentication:
     needs_whole_body: bool = False
 
 
+ONE_SHOT_MAX_BYTES = 64 * 1024
+
+
 class MacStream:
-    """The MACs of an `Authentication`, fed chunk by chunk as the body arrives (nothing is kept)."""
+    """The MACs of an `Authentication`, fed chunk by chunk as the body arrives (nothing is kept).
+
+    Most bodies arrive in one small chunk: it is held (the Body holds it in memory anyway) and, if no
+    second one follows, each MAC is one `hmac.digest` call in C. A second chunk, or a first one over
+    ONE_SHOT_MAX_BYTES, starts the incremental HMAC objects at once, so no more than one small chunk
+    is ever held here.
+    """
 
     def __init__(self, macs: Sequence[BodyMac]) -> None:
-        self._states = [
-            (hmac.new(secret, mac.prefix, getattr(hashlib, mac.algorithm)), mac.expected)
-            for mac in macs
-            for secret in mac.secrets
-        ]
+        self._macs = [(mac.algorithm, secret, mac.prefix, mac.expected) for mac in macs for secret in mac.secrets]
+        self._first: bytes | None = None
+        self._states: list[tuple[Any, tuple[bytes, ...]]] | None = None
 
     def update(self, chunk: bytes) -> None:
         """Feed the next part of the body (hashlib releases the GIL for large chunks)."""
+        if self._states is None:
+            first = self._first
+            if first is None and len(chunk) <= ONE_SHOT_MAX_BYTES:
+                self._first = chunk
+                return
+            self._states = [
+                (hmac.new(secret, prefix + (first or b""), algorithm), expected)
+                for algorithm, secret, prefix, expected in self._macs
+            ]
+            self._first = None
         for state, _ in self._states:
             state.update(chunk)
 
     def verdict(self) -> Verdict:
         """OK when any MAC matches; every comparison runs, so timing does not tell which."""
         matched = False
-        for state, expected in self._states:
-            digest = state.digest()
+        for digest, expected in self._digests():
             for claimed in expected:
                 matched |= hmac.compare_digest(digest, claimed)
         return Verdict.OK if matched else Verdict.MISMATCH
+
+    def _digests(self) -> list[tuple[bytes, tuple[bytes, ...]]]:
+        if self._states is not None:
+            return [(state.digest(), expected) for state, expected in self._states]
+        body = self._first or b""
+        return [
+            (hmac.digest(secret, prefix + body if prefix else body, algorithm), expected)
+            for algorithm, secret, prefix, expected in self._macs
+        ]
 
 
 # One credential set, keyed by secret key name (e.g. {"github": b"..."} or
@@ -253,15 +279,23 @@ def strip_prefix(value: str, prefix: str) -> str | None:
 
 def _check_depth(document: Any) -> None:
     """Reject absurdly nested JSON before anything walks it."""
-    # Only containers are pushed: a push payload has thousands of scalars and a few hundred containers,
-    # and this runs on every delivery (it was the largest single cost of the handler when it visited all).
-    stack: list[tuple[Any, int]] = [(document, 0)] if isinstance(document, dict | list) else []
-    while stack:
-        node, depth = stack.pop()
-        if depth >= MAX_JSON_DEPTH and node:  # its children, scalars included, would be deeper than allowed
+    # Level by level, only containers kept: a push payload has thousands of scalars and a few hundred
+    # containers, and this runs on every delivery with more than MAX_JSON_DEPTH brackets.
+    level = [document] if type(document) in _CONTAINERS else []
+    depth = 0
+    while level:
+        if depth >= MAX_JSON_DEPTH and any(level):  # their children would be deeper than allowed
             raise PayloadError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        below: list[Any] = []
+        for node in level:
+            below.extend(
+                child for child in (node.values() if type(node) is dict else node) if type(child) in _CONTAINERS
+            )
+        level = below
+        depth += 1
+
+
+_CONTAINERS = frozenset({dict, list})
 
 
 def _may_be_too_deep(raw: bytes | str) -> bool:
@@ -269,8 +303,8 @@ def _may_be_too_deep(raw: bytes | str) -> bool:
 
     A typical push payload has fewer than MAX_JSON_DEPTH brackets in all, so the walk is skipped.
     """
-    if isinstance(raw, bytes):
-        return raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
+    if isinstance(raw, bytes):  # one pass: what is left once the brackets are deleted
+        return len(raw) - len(raw.translate(None, b"{[")) > MAX_JSON_DEPTH
     return raw.count("{") + raw.count("[") > MAX_JSON_DEPTH
 
 
@@ -341,14 +375,16 @@ def dig(document: Any, *path: str | int) -> Any:
     """Walk dicts/lists safely: any missing key, wrong type or out-of-range index yields None."""
     node = document
     for step in path:
-        if isinstance(step, int):
+        if type(step) is str:  # the common step; `type(...) is` keeps the hot loop cheap
+            if not isinstance(node, dict):
+                return None
+            node = node.get(step)
+        elif isinstance(step, int):
             if not isinstance(node, list) or not -len(node) <= step < len(node):
                 return None
             node = node[step]
         else:
-            if not isinstance(node, dict):
-                return None
-            node = node.get(step)
+            return None
     return node
 
 
@@ -372,8 +408,6 @@ def require_object(document: Any, what: str = "body") -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by the provider modules (verdicts from signature headers, typed field access).
-
-_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 _HEX_LENGTH = {"sha256": 64, "sha1": 40}
@@ -445,9 +479,12 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+
+
 def is_sha(value: str) -> bool:
     """Whether `value` is a full commit id: 40 (SHA-1) or 64 (SHA-256) lower-case hex digits."""
-    return len(value) in (40, 64) and set(value) <= _HEX_DIGITS
+    return _SHA.fullmatch(value) is not None
 
 
 def is_zero_sha(value: str | None) -> bool:
@@ -514,9 +551,10 @@ def lower_keys(headers: Mapping[str, str]) -> dict[str, str]:
 
 def first_header(request: WebhookRequest, *names: str) -> str | None:
     """The first non-empty value among `names`, or None."""
+    header = request.header
     for name in names:
-        value = request.header(name).strip()
-        if value:
+        value = header(name)
+        if value and (value := value.strip()):
             return value
     return None
 

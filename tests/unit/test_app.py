@@ -235,3 +235,50 @@ async def test_gitea_secret_falls_back_to_fleets_gogs_key(aiohttp_client: Client
     wrong = delivery("gitea", https_url=URL, commit=sha("a"), secret="other")
     status, _ = await post(client, "/", wrong.headers, wrong.body)
     assert status == 401
+
+
+async def test_a_forged_body_that_came_whole_is_refused_without_a_body_buffer(
+    aiohttp_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forged request's short path (Pipeline.forged): no Body, no budget entry, the same 401."""
+    from controller.pipeline import Pipeline
+
+    opened: list[object] = []
+    real_open = Pipeline.open_body
+
+    def open_body(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        opened.append(args[0])
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "open_body", open_body)
+    recorded = gitrepo("a", URL)
+    recorded["status"] = {"webhookCommit": sha("a")}
+    r = receiver(gitrepos=[recorded])
+    client = await aiohttp_client(make_app(r))
+    forged = delivery("github", https_url=URL, commit=sha("a"), secret="wrong")
+    for _ in range(2):  # the second answer comes from the refusal made once per route and provider
+        status, body = await post(client, "/", forged.headers, forged.body)
+        assert (status, body) == (401, {"error": "github signature/token does not match the configured secret"})
+    assert opened == []
+    assert r.budget.in_memory == 0
+    signed = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
+    status, body = await post(client, "/", signed.headers, signed.body)
+    assert status == 200, body
+    assert [e["name"] for e in body["unchanged"]] == ["a"]
+    assert len(opened) == 1
+
+
+async def test_a_forged_body_still_gets_the_gitrepo_secrets_look_when_one_may_vouch(
+    aiohttp_client: ClientFactory,
+) -> None:
+    """With a GitRepo naming its own spec.webhookSecret, a body the route's secret refuses is not
+    refused on the short path: that GitRepo's secret may sign it."""
+    own = {f"{NS}/gitjob-webhook": {"github": SECRET}, "fleet-default/own-secret": {"github": "its-own"}}
+    own_repo = gitrepo("a", URL, webhookSecret="own-secret")
+    own_repo["status"] = {"webhookCommit": sha("b")}
+    r = receiver(secrets=own, gitrepos=[own_repo])
+    client = await aiohttp_client(make_app(r))
+    d = delivery("github", https_url=URL, commit=sha("b"), secret="its-own")
+    status, body = await post(client, "/", d.headers, d.body)
+    assert status == 200, body
+    assert [e["name"] for e in body["unchanged"]] == ["a"]

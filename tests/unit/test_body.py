@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controller.body import Body, BodyBudget, BodyEvicted, BudgetExhausted
-from controller.providers.base import BodyMac, MacStream, Verdict
+from controller.providers.base import ONE_SHOT_MAX_BYTES, BodyMac, MacStream, Verdict
 
 
 async def test_small_bodies_stay_in_memory_and_are_accounted_together() -> None:
@@ -158,3 +158,26 @@ def test_a_spooled_body_evicts_spooled_strangers_when_the_spool_is_full() -> Non
     signed_large.close()
     parked.close()
     assert (budget.spooled, budget.unverified_spooled) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"one small body"],
+        [b"one ", b"small ", b"body"],
+        [b"x" * (ONE_SHOT_MAX_BYTES + 1)],
+        [b"x" * 10, b"y" * (ONE_SHOT_MAX_BYTES + 1), b"z"],
+        [],
+    ],
+    ids=["one-chunk", "several", "big-first", "small-then-big", "empty"],
+)
+def test_mac_stream_gives_one_verdict_however_the_body_is_cut(chunks: list[bytes]) -> None:
+    """One chunk is a one-shot HMAC; more (or a big first one) stream: same verdict, prefix included."""
+    secret, prefix = b"s3cret", b"v0:"
+    whole = b"".join(chunks)
+    claimed = hmac.new(secret, prefix + whole, hashlib.sha256).digest()
+    for secrets, expected in (((b"other", secret), Verdict.OK), ((b"other",), Verdict.MISMATCH)):
+        stream = MacStream([BodyMac("sha256", secrets, (claimed,), prefix)])
+        for chunk in chunks:
+            stream.update(chunk)
+        assert stream.verdict() is expected
