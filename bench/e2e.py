@@ -302,7 +302,7 @@ def run(
         names = cluster.setup(targets, background)
         setup_s = time.monotonic() - started
         log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-webhook-e2e-")))
-        args = ["--kubeconfig", str(kubeconfig), "--namespace", cluster.namespace]
+        args = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", cluster.namespace]
         report = None
         if profile:
             out_dir = profile_dir or log_dir
