@@ -231,12 +231,24 @@ class GitRepoIndex:
         if held is not None and _older(info.resource_version, held.resource_version):
             return
         self._unlink(info.ref)
-        key = self._keyer(info.repo) if info.repo else None
+        key = self.key(info.repo) if info.repo else None  # memoized: every write's echo names the same URL
         self._by_ref[info.ref] = info
         self._count_secret(info, +1)
         self._key_of[info.ref] = key
         if key is not None:
             self._by_key[key] = (*self._by_key.get(key, ()), info)
+
+    def holds(self, obj: Mapping[str, Any]) -> bool:
+        """Whether the index already holds this very version of a GitRepo API object (same namespace,
+        name and resourceVersion): the watch's echo of a write whose answer was applied already."""
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            return False
+        namespace, name, version = meta.get("namespace"), meta.get("name"), meta.get("resourceVersion")
+        if not (isinstance(namespace, str) and isinstance(name, str) and version):
+            return False
+        held = self._by_ref.get((namespace, name))
+        return held is not None and held.resource_version == version
 
     def remove(self, namespace: str, name: str) -> None:
         """Forget one GitRepo (a watch DELETED event)."""

@@ -22,7 +22,7 @@ from controller.app import WebhookRunner, make_app, make_probe_app
 from controller.body import BodyBudget
 from controller.config import Config, default_config, load_file
 from controller.dedupe import DeliveryCache
-from controller.index import GitRepoIndex, gitrepo_info
+from controller.index import GitRepoIndex
 from controller.kube import Kube, load_api_client
 from controller.metrics import Metrics
 from controller.pipeline import Pipeline, Receiver
@@ -129,15 +129,10 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
     metrics.config_valid.set(1)
     index = GitRepoIndex(keyer_for(config.watch))
 
-    def on_written(obj: dict[str, Any]) -> None:
-        info = gitrepo_info(obj)
-        if info is not None:
-            index.upsert(info)
-
     updater = GitRepoUpdater(
         kube,
         metrics,
-        on_written,
+        index.upsert,
         index.get,
         shared_order=settings.shared_order,
         event_window=settings.event_interval_seconds,

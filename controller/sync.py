@@ -84,6 +84,8 @@ class IndexSync:
         self.index.watch_error = None
 
     def _on_event(self, event: WatchEvent) -> None:
+        if event.type != "DELETED" and self.index.holds(event.obj):
+            return  # the echo of our own write: its answer put this very version in the index already
         info = gitrepo_info(event.obj)
         if info is None:
             return

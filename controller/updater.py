@@ -79,7 +79,7 @@ class GitRepoUpdater:
         self,
         kube: Kube,
         metrics: Metrics,
-        on_written: Callable[[dict[str, Any]], None],
+        on_written: Callable[[GitRepoInfo], None],
         latest: Callable[[str, str], GitRepoInfo | None] = lambda _ns, _name: None,
         shared_order: bool = False,
         event_window: float = DEFAULT_EVENT_WINDOW_SECONDS,
@@ -175,8 +175,7 @@ class GitRepoUpdater:
                     raise
                 await asyncio.sleep(delay)
                 continue
-            self.on_written(obj)
-            written = gitrepo_info(obj) or current
+            written = self._written(obj) or current
             self.metrics.gitrepos_updated.labels(event.provider).inc()
             return WriteResult(written, Outcome.UPDATED, "commit recorded")
 
@@ -214,8 +213,7 @@ class GitRepoUpdater:
                     {"metadata": {"annotations": {LEDGER_ANNOTATION: learnt.dump()}}},
                     current.resource_version or None,
                 )
-                self.on_written(obj)
-                current = gitrepo_info(obj) or current
+                current = self._written(obj) or current
                 if verdict is not None:
                     return verdict  # learnt (as one process learns every delivery), but nothing to record
                 obj = await self._patch_status(current, event)
@@ -234,10 +232,16 @@ class GitRepoUpdater:
                 attempt += 1
                 await self._pause(attempt, deadline, exc)
                 continue
-            self.on_written(obj)
-            written = gitrepo_info(obj) or current
+            written = self._written(obj) or current
             self.metrics.gitrepos_updated.labels(event.provider).inc()
             return WriteResult(written, Outcome.UPDATED, "commit recorded")
+
+    def _written(self, obj: dict[str, Any]) -> GitRepoInfo | None:
+        """What a write answered, converted once, handed to `on_written` (the index) and returned."""
+        info = gitrepo_info(obj)
+        if info is not None:
+            self.on_written(info)
+        return info
 
     @staticmethod
     async def _pause(attempt: int, deadline: float, give_up: Exception) -> None:
@@ -271,8 +275,7 @@ class GitRepoUpdater:
             obj = await self.kube.get_gitrepo(info.namespace, info.name)
         except NotFound:
             return None
-        self.on_written(obj)
-        return gitrepo_info(obj)
+        return self._written(obj)
 
     async def _apply_polling(
         self, info: GitRepoInfo, policy: PollingPolicy, deadline: float
@@ -309,7 +312,7 @@ class GitRepoUpdater:
                     extra={"gitrepo": str(current), "error": str(exc)},
                 )
                 return None, None
-            self.on_written(obj)
+            self._written(obj)
             self.metrics.polling_changes.labels("set").inc()
             return policy.webhook_interval, None
         return None, None
@@ -328,7 +331,7 @@ class GitRepoUpdater:
         except (Conflict, NotFound, ApiUnavailable, Forbidden, Invalid, TimeoutError) as exc:
             log.info("polling fallback postponed", extra={"gitrepo": str(info), "error": str(exc)})
             return False
-        self.on_written(obj)
+        self._written(obj)
         self.metrics.polling_changes.labels("reverted").inc()
         self._emit(info, "WebhookPollingRestored", "no webhook for a while: pollingInterval we set was removed")
         return True

@@ -49,3 +49,34 @@ def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls == urls  # the latest URL is still remembered ...
     assert index.key(urls[0]) == repo_key(urls[0])
     assert calls == [*urls, urls[0]]  # ... the first was forgotten: at most KEY_MEMO_SIZE are kept
+
+
+def test_upserts_of_one_gitrepo_key_its_url_once() -> None:
+    """Every write's answer and watch echo upserts the same spec.repo: normalized once."""
+    from controller.index import gitrepo_info
+
+    calls: list[str] = []
+    index = GitRepoIndex(counting_keyer(calls))
+    for version in range(1, 4):
+        obj = {"metadata": {"namespace": "ns", "name": "a", "resourceVersion": str(version)}, "spec": {"repo": URL}}
+        info = gitrepo_info(obj)
+        assert info is not None
+        index.upsert(info)
+    assert calls == [URL]
+    assert [i.name for i in index.lookup(repo_key(URL) or RepoKey("", ""))] == ["a"]
+
+
+def test_holds_tells_the_echo_of_a_version_already_held() -> None:
+    from controller.index import gitrepo_info
+
+    obj = {"metadata": {"namespace": "ns", "name": "a", "resourceVersion": "7"}, "spec": {"repo": URL}}
+    index = GitRepoIndex()
+    assert not index.holds(obj)
+    info = gitrepo_info(obj)
+    assert info is not None
+    index.upsert(info)
+    assert index.holds(obj)
+    assert not index.holds({"metadata": {"namespace": "ns", "name": "a", "resourceVersion": "8"}})
+    assert not index.holds({"metadata": {"namespace": "ns", "name": "b", "resourceVersion": "7"}})
+    assert not index.holds({"metadata": {"namespace": "ns", "name": "a"}})
+    assert not index.holds({"metadata": "not an object"})
