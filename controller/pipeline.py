@@ -418,21 +418,23 @@ class Pipeline:
             return admission.fail(Refusal(413, reason, "too_large", {"Connection": "close"}))
         return admission.fail(self.too_large(admission.config))
 
-    def forged(self, admission: Admission, whole: bytes) -> bool:
-        """Whether a body that arrived whole is, at once, one only the route's secret could vouch for
-        and one it does not sign: then the 401 needs no Body, budget entry or parse (`unauthorized`).
+    def verify_arrived(self, admission: Admission, whole: bytes) -> Verdict | None:
+        """The route's verdict on a body that arrived with its head, in one HMAC call; None when it
+        must wait for the usual path (a form body signed inside, no secret, a verdict already made by
+        the headers, a body over the cap: that path answers 413).
 
-        False whenever anything else could still accept it (a GitRepo's own secret, a form body
-        signed inside, allowUnauthenticated) or it is over the cap (the usual path answers 413).
+        OK is kept on the admission (the body is not hashed again and counts as verified from its
+        first byte). A mismatch only refuses the delivery when no GitRepo's own secret may vouch.
         """
         auth = admission.auth
-        if auth is None or auth.verdict is not None or auth.needs_whole_body or admission.may_use_gitrepo_secrets:
-            return False
-        if len(whole) > admission.max_bytes:
-            return False
+        if auth is None or auth.verdict is not None or auth.needs_whole_body or len(whole) > admission.max_bytes:
+            return None
         macs = MacStream(auth.macs)
         macs.update(whole)
-        return macs.verdict() is not Verdict.OK
+        verdict = macs.verdict()
+        if verdict is Verdict.OK:
+            admission.auth = Authentication(Verdict.OK)
+        return verdict
 
     def open_body(self, admission: Admission, sender: str = "", on_evict: Callable[[], None] | None = None) -> Body:
         """The buffer the body is written into; it computes the route's signature as it streams.

@@ -240,7 +240,18 @@ async def test_gitea_secret_falls_back_to_fleets_gogs_key(aiohttp_client: Client
 async def test_a_forged_body_that_came_whole_is_refused_without_a_body_buffer(
     aiohttp_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The forged request's short path (Pipeline.forged): no Body, no budget entry, the same 401."""
+    """The forged request's short path (Pipeline.verify_arrived): no Body, no budget entry, the same
+    401; a signed body that came whole is hashed once."""
+    import hmac
+
+    digests: list[int] = []
+    real_digest = hmac.digest
+
+    def digest(key: bytes, msg: bytes, algorithm: str) -> bytes:
+        digests.append(len(msg))
+        return real_digest(key, msg, algorithm)
+
+    monkeypatch.setattr(hmac, "digest", digest)
     from controller.pipeline import Pipeline
 
     opened: list[object] = []
@@ -262,7 +273,9 @@ async def test_a_forged_body_that_came_whole_is_refused_without_a_body_buffer(
     assert opened == []
     assert r.budget.in_memory == 0
     signed = delivery("github", https_url=URL, commit=sha("a"), secret=SECRET)
+    digests.clear()
     status, body = await post(client, "/", signed.headers, signed.body)
+    assert digests == [len(signed.body)]
     assert status == 200, body
     assert [e["name"] for e in body["unchanged"]] == ["a"]
     assert len(opened) == 1
