@@ -90,7 +90,8 @@ async def _serve(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=512, reuse_address=True)
     await site.start()
     server = site._server  # the bound socket tells the port when 0 was asked for
-    port = server.sockets[0].getsockname()[1] if isinstance(server, asyncio.Server) and server.sockets else args.port
+    sockets = getattr(server, "sockets", None)  # asyncio.Server, or uvloop's
+    port = sockets[0].getsockname()[1] if sockets else args.port
     print(
         json.dumps(
             {"port": port, "pid": os.getpid(), "rss_bytes": rss_bytes(), "gitrepos": count, "time": time.time()}

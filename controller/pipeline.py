@@ -771,9 +771,9 @@ class Pipeline:
                 raise admission.fail(busy("no Kubernetes API configured", "no_api", 5))
             deadline.arm()
             write_deadline = time.monotonic() + (deadline.when - asyncio.get_running_loop().time())
-            results: list[WriteResult] = await asyncio.gather(
-                *(self.r.updater.record(d.gitrepo, p, config.polling, write_deadline, history) for p, d in to_write)
-            )
+            writes = [self.r.updater.record(d.gitrepo, p, config.polling, write_deadline, history) for p, d in to_write]
+            # One GitRepo (the common push) is written in this task: no Task to make and schedule.
+            results: list[WriteResult] = [await writes[0]] if len(writes) == 1 else await asyncio.gather(*writes)
             for (push, decision), result in zip(to_write, results, strict=True):
                 entry = _gitrepo_entry(
                     result.gitrepo, commit=push.commit, via=decision.via, pathsRule=_verdict(decision)
