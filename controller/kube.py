@@ -153,6 +153,7 @@ class ApiHttp:
         self._session: aiohttp.ClientSession | None = None
         self._streams: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._streams_loop: asyncio.AbstractEventLoop | None = None
         self.connections_opened = 0  # TCP (and TLS) connections made: tests check they are reused
 
     def _session_now(self) -> aiohttp.ClientSession:
@@ -167,10 +168,10 @@ class ApiHttp:
 
     def _streams_now(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        if self._streams is None or self._streams.closed or self._loop is not loop:
-            self._session_now()  # made in this loop too, so `_loop` speaks for both
+        if self._streams is None or self._streams.closed or self._streams_loop is not loop:
             connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl if self._ssl else True)
             self._streams = aiohttp.ClientSession(connector=connector, trust_env=False)
+            self._streams_loop = loop
         return self._streams
 
     def _stream_options(self) -> dict[str, Any]:
