@@ -63,11 +63,12 @@ class IndexSync:
         self._watchers = []
 
     async def join(self, within: float = 5.0) -> None:
-        """Wait for the watchers stopped so far to end (up to `within` seconds)."""
+        """Wait for the watchers stopped so far to end (up to `within` seconds in all; never raises)."""
         stopping, self._stopping = self._stopping, []
-        async with asyncio.timeout(within):
-            for watcher in stopping:
-                await watcher.join(within)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        for watcher in stopping:
+            await watcher.join(max(0.0, deadline - loop.time()))
 
     def on_config_change(self, old: Config, new: Config) -> None:
         """Restart watchers when the watched namespaces change; re-key when URL rules change."""
