@@ -535,6 +535,10 @@ class GitRepoWatcher:
         if self._task is not None:
             self._task.cancel()
 
+    def done(self) -> bool:
+        """Whether the task has ended (or never started)."""
+        return self._task is None or self._task.done()
+
     async def join(self, within: float) -> None:
         """Wait (up to `within` seconds) for the task to end, and its connection with it."""
         if self._task is not None:

@@ -59,7 +59,7 @@ class IndexSync:
         """
         for watcher in self._watchers:
             watcher.stop()
-        self._stopping = [*self._stopping, *self._watchers]
+        self._stopping = [*(w for w in self._stopping if not w.done()), *self._watchers]
         self._watchers = []
 
     async def join(self, within: float = 5.0) -> None:
