@@ -10,7 +10,7 @@ Modes:
   time (the settled state of a running receiver);
 * `relist`: a full re-list as it happens in `serve`: the list arrives in pages of
   `controller.kube.LIST_PAGE_SIZE` objects; each page's JSON response is decoded into dicts (as
-  the Kubernetes client does), converted to index entries and dropped, then the entries are
+  `Kube.list_gitrepos` does), converted to index entries and dropped, then the entries are
   swapped into the index. Reports the peak too, which is what a pod's memory
   limit must allow; CPython keeps most of that peak mapped afterwards (freed memory is reused by
   the process, not returned to the system), so the settled RSS after a re-list stays near it;

@@ -179,15 +179,19 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def _cluster_gitrepos(kubeconfig: Path | None) -> list[GitRepoInfo]:
+    """Every GitRepo of the cluster, listed as the watch lists them (in pages, over aiohttp)."""
     from controller.index import gitrepo_info
     from controller.kube import Kube, load_api_client
 
-    kube = Kube(load_api_client(kubeconfig))
-    try:
-        items, _ = kube.list_gitrepos(None, convert=gitrepo_info)
-    finally:
-        kube.close()
-    return [i for i in items if i is not None]
+    async def listed() -> list[GitRepoInfo]:
+        kube = Kube(load_api_client(kubeconfig))
+        try:
+            items, _ = await kube.list_gitrepos(None, convert=gitrepo_info)
+        finally:
+            kube.close()  # on the loop that made its connections
+        return [i for i in items if i is not None]
+
+    return asyncio.run(listed())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """The in-memory GitRepo index: what the watch has seen, keyed by normalized repo identity.
 
 A lookup is one dict access, so it costs the same with 10 or 100,000 GitRepos. The index is
-owned by the event-loop thread: the watch thread hands it events through the loop, so readers
-(request handlers) never see a half-applied change. Each key's entry is an immutable tuple that is
+owned by the event loop: the watch tasks change it there, between awaits, so readers (request
+handlers) never see a half-applied change. Each key's entry is an immutable tuple that is
 replaced, never edited, and a full re-list swaps both dicts at once.
 """
 

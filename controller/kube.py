@@ -1,12 +1,12 @@
 """The only module that talks to the Kubernetes API.
 
-The calls a delivery makes (read a GitRepo, patch its status or the object, create an Event, read a
-Secret) go straight to the API server over aiohttp (`ApiHttp`), on the event loop: no thread hop,
-no model objects, bodies encoded and decoded once with orjson. The official client still provides
-the configuration (kubeconfig, in-cluster token and its refresh, certificates) and the GitRepo list
-and watch, which run in their own thread and hand events to the loop with `call_soon_threadsafe`
-(each watch event decoded once, with orjson: 5 µs for a GitRepo instead of the client's 51 µs).
-Nothing in this module blocks the loop.
+Every call goes straight to the API server over aiohttp (`ApiHttp`), on the event loop: the calls a
+delivery makes (read a GitRepo, patch its status or the object, create an Event, read a Secret) and
+the GitRepo list and watch (`GitRepoWatcher`, one asyncio task per watched namespace). No thread, no
+model objects; bodies, list pages and watch events are encoded or decoded once, with orjson (5 µs
+for a GitRepo event instead of the official client's 51 µs). The official client only provides the
+configuration (kubeconfig, in-cluster token and its refresh, certificates). Nothing in this module
+blocks the loop.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ import contextlib
 import logging
 import random
 import ssl
-import threading
-import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +28,6 @@ import aiohttp
 import kubernetes.client as k8s
 import kubernetes.config as k8s_config
 import orjson
-from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 GROUP = "fleet.cattle.io"
 VERSION = "v1alpha1"
@@ -42,12 +38,23 @@ COMPONENT = "fleet-webhook"
 # product (the client's default would be "OpenAPI-Generator"). tests/integration/test_field_manager.py.
 FIELD_MANAGER = "fleet-webhook"
 LIST_PAGE_SIZE = 500
+LIST_TIMEOUT = 60.0  # seconds for one list page (the delivery path's calls get `request_timeout`)
 
 log = logging.getLogger("fleet_webhook.kube")
 
 
 class ApiUnavailable(Exception):
     """The API server could not be reached or kept failing: the caller answers 503."""
+
+
+class ApiError(Exception):
+    """An error status answered to a list or a watch, kept with its code: the watcher tells 410 Gone
+    (its resourceVersion expired: list again, routine) from a failure (reported, then list again)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"API error {status} {reason}")
+        self.status = status
+        self.reason = reason
 
 
 class Conflict(Exception):
@@ -97,9 +104,9 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# HTTP connections kept to the API server, by the aiohttp connector of the delivery path and by the
-# official client (list and watch threads): a pool smaller than the concurrent calls would drop
-# connections and pay a new TLS handshake for each, which showed as tail latency.
+# HTTP connections kept to the API server by the aiohttp connector of the delivery path: a pool smaller
+# than the concurrent calls would drop connections and pay a new TLS handshake for each, which showed
+# as tail latency. Lists and watches have a connector of their own (`ApiHttp.stream`).
 CONNECTION_POOL_SIZE = 32
 
 
@@ -131,6 +138,11 @@ class ApiHttp:
     Configured from the client's `Configuration` (host, CA, client certificate, bearer token with its
     refresh hook for in-cluster tokens, TLS server name, proxy); the environment's proxy variables
     are not read (`trust_env=False`). The session is made on first use in the running event loop.
+
+    Lists and watches (`get_bytes`, `stream`) go over a second session, same authentication and TLS,
+    with no connection limit: a watch holds its connection for minutes, and one per watched namespace
+    in the delivery path's pool of CONNECTION_POOL_SIZE would leave deliveries waiting for a slot (or,
+    with as many namespaces, none at all). There is at most one list or watch per watcher at a time.
     """
 
     def __init__(self, configuration: k8s.Configuration, timeout: float) -> None:
@@ -139,7 +151,9 @@ class ApiHttp:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._ssl = _ssl_context(configuration) if self.base.startswith("https:") else None
         self._session: aiohttp.ClientSession | None = None
+        self._streams: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._streams_loop: asyncio.AbstractEventLoop | None = None
         self.connections_opened = 0  # TCP (and TLS) connections made: tests check they are reused
 
     def _session_now(self) -> aiohttp.ClientSession:
@@ -151,6 +165,52 @@ class ApiHttp:
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False, trace_configs=[trace])
             self._loop = loop
         return self._session
+
+    def _streams_now(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._streams is None or self._streams.closed or self._streams_loop is not loop:
+            connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl if self._ssl else True)
+            self._streams = aiohttp.ClientSession(connector=connector, trust_env=False)
+            self._streams_loop = loop
+        return self._streams
+
+    def _stream_options(self) -> dict[str, Any]:
+        configuration = self.configuration
+        return {
+            "headers": self._headers(),
+            "proxy": configuration.proxy or None,
+            "server_hostname": configuration.tls_server_name or None,
+        }
+
+    async def get_bytes(self, path: str, params: Mapping[str, str], seconds: float) -> bytes:
+        """A GET on the list-and-watch session; the raw body. Raises ApiError for a status other than 2xx,
+        aiohttp's (or the OS's) errors when the API cannot be reached."""
+        session = self._streams_now()
+        async with session.get(
+            self.base + path, params=params, timeout=aiohttp.ClientTimeout(total=seconds), **self._stream_options()
+        ) as response:
+            raw = await response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiError(response.status, response.reason or "")
+        return raw
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, path: str, params: Mapping[str, str], read_timeout: float
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A GET whose body the caller reads as it arrives (a watch). Raises ApiError for a status other
+        than 2xx. Its connection is closed on the way out, however that happens (a cancelled task
+        included): a half-read stream is never handed back to the pool.
+        """
+        session = self._streams_now()
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout.total, sock_read=read_timeout)
+        response = await session.get(self.base + path, params=params, timeout=timeout, **self._stream_options())
+        try:
+            if not 200 <= response.status <= 299:
+                raise ApiError(response.status, response.reason or "")
+            yield response
+        finally:
+            response.close()
 
     async def _connection_opened(self, *_args: Any) -> None:
         self.connections_opened += 1
@@ -202,10 +262,11 @@ class ApiHttp:
             raise ApiUnavailable(f"API answered {status} with a body that is not JSON") from None
 
     def close(self) -> None:
-        """Close the kept connections (idempotent; called on the loop thread)."""
-        session, self._session = self._session, None
-        if session is not None and not session.closed and session.connector is not None:
-            session.connector._close()  # synchronous: the transports are closed now
+        """Close the kept connections of both sessions (idempotent; called on the loop thread)."""
+        for session in (self._session, self._streams):
+            if session is not None and not session.closed and session.connector is not None:
+                session.connector._close()  # synchronous: the transports are closed now
+        self._session = self._streams = None
 
 
 def _ssl_context(configuration: k8s.Configuration) -> ssl.SSLContext:
@@ -246,17 +307,15 @@ class WatchEvent:
 
 
 class Kube:
-    """The API calls the receiver makes: direct aiohttp requests (`http`) and the official client (list, watch)."""
+    """The API calls the receiver makes, all over aiohttp (`http`); `api_client` only configures them."""
 
     def __init__(self, api_client: k8s.ApiClient, *, request_timeout: float = 10.0) -> None:
         self.api_client = api_client
-        self.custom = k8s.CustomObjectsApi(api_client)
-        self.core = k8s.CoreV1Api(api_client)
         self.request_timeout = request_timeout
         self.http = ApiHttp(api_client.configuration, request_timeout)
 
     def close(self) -> None:
-        """Close both connection pools."""
+        """Close the connection pools (stop the watchers first: see `GitRepoWatcher.join`)."""
         self.http.close()
         with contextlib.suppress(Exception):
             self.api_client.close()
@@ -343,57 +402,105 @@ class Kube:
                 data[key] = base64.b64decode(value)
         return data
 
-    # --- Watch ------------------------------------------------------------------------------
+    # --- List and watch ---------------------------------------------------------------------
 
-    def list_gitrepos(
+    def _gitrepos_path(self, namespace: str | None) -> str:
+        if namespace:
+            return _path("apis", GROUP, VERSION, "namespaces", namespace, PLURAL)
+        return _path("apis", GROUP, VERSION, PLURAL)
+
+    async def list_gitrepos(
         self,
         namespace: str | None,
         convert: Callable[[dict[str, Any]], Any] | None = None,
         page_size: int = LIST_PAGE_SIZE,
     ) -> tuple[list[Any], str]:
-        """Blocking full list (in the watch thread), in pages: objects (or `convert(obj)`) and the list's
-        resourceVersion.
+        """Full list, in pages: objects (or `convert(obj)`) and the list's resourceVersion.
 
         Paging with `limit`/`continue` keeps only one page of raw objects in memory at a time; with
         `convert` the rest of the list is held in its compact form. A single 100,000-object response
-        would otherwise be decoded whole.
+        would otherwise be decoded whole, and in one piece of loop time. Each page is decoded once,
+        with orjson, and the loop gets a turn between pages, so a re-list never holds it for long.
+        Raises ApiError for an error status, aiohttp's errors when the API cannot be reached.
         """
         items: list[Any] = []
         token: str | None = None
         resource_version = ""
+        path = self._gitrepos_path(namespace)
         while True:
-            # The page is decoded once, with orjson (the client would decode it into a model and back).
-            kwargs: dict[str, Any] = {"limit": page_size, "_request_timeout": 60, "_preload_content": False}
+            params = {"limit": str(page_size)}
             if token:
-                kwargs["_continue"] = token
-            response: Any  # urllib3's response (the client declares `object`)
-            if namespace:
-                response = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kwargs)
-            else:
-                response = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
-            try:
-                result = orjson.loads(response.data)
-            finally:
-                response.release_conn()
+                params["continue"] = token
+            result = orjson.loads(await self.http.get_bytes(path, params, LIST_TIMEOUT))
             if not isinstance(result, dict):
                 break
             meta = result.get("metadata") or {}
             for item in result.get("items") or []:
                 item.setdefault("kind", KIND)
                 items.append(convert(item) if convert else item)
+            del result  # the raw page goes before the next one arrives
             token = meta.get("continue") or None
             resource_version = meta.get("resourceVersion", resource_version)
             if not token:
                 break
+            await asyncio.sleep(0)  # let deliveries run between pages
         return items, resource_version
+
+    async def watch_gitrepos(
+        self, namespace: str | None, resource_version: str, timeout_seconds: int
+    ) -> AsyncGenerator[Any, None]:
+        """The decoded events of one watch request, as they arrive, until the server ends it.
+
+        With bookmarks, from `resource_version`; the server ends the watch after `timeout_seconds`.
+        Each line is decoded once, with orjson (the official client's `Watch.stream` decoded it three
+        times, into a model: at 50 writes a second that was loop time taken for every write's own
+        echo). Raises ApiError for an error status (410 Gone: list again).
+        """
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        async with self.http.stream(self._gitrepos_path(namespace), params, timeout_seconds + 30) as response:
+            async for line in _lines(response.content):
+                yield orjson.loads(line)
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The non-blank lines of a stream, however long.
+
+    aiohttp's own `readline` refuses a line longer than its read buffer (twice 64 KiB), and one watch
+    event is one line holding a whole object: a GitRepo with a large annotation is longer than that.
+    Chunks are split here instead, in linear time; the API server bounds an object's size.
+    """
+    pending = bytearray()
+    async for chunk in content.iter_any():
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            if pending:
+                pending += chunk[start:end]
+                line = bytes(pending)
+                pending.clear()
+            else:
+                line = chunk[start:end]
+            start = end + 1
+            if line.strip():
+                yield line
+        pending += chunk[start:]
+    if pending.strip():
+        yield bytes(pending)
 
 
 class GitRepoWatcher:
-    """List then watch GitRepos in one namespace (or all) in a thread; events go to the loop.
+    """List then watch GitRepos in one namespace (or all), as a task on the event loop.
 
-    Protocol towards `on_list`/`on_event` (both called on the loop thread):
-    - `on_list(namespace, objects)` after every full list (objects passed through `convert` when given) (start, after 410 Gone, after an outage);
-    - `on_event(WatchEvent)` for each change in between.
+    Protocol towards the callbacks (called on the loop, from the task; one that raises is logged and
+    the watch goes on):
+    - `on_list(namespace, objects)` after every full list (objects passed through `convert` when
+      given) (start, after 410 Gone, after an outage);
+    - `on_event(WatchEvent)` for each change in between;
+    - `on_error(message)` when a list or watch failed; a re-list follows after a jittered backoff.
     The watch resumes from the last resourceVersion seen and re-lists when it expired.
     """
 
@@ -401,7 +508,6 @@ class GitRepoWatcher:
         self,
         kube: Kube,
         namespace: str | None,
-        loop: asyncio.AbstractEventLoop,
         on_list: Callable[[str | None, list[Any]], None],
         on_event: Callable[[WatchEvent], None],
         on_error: Callable[[str], None] | None = None,
@@ -410,102 +516,86 @@ class GitRepoWatcher:
     ) -> None:
         self.kube = kube
         self.namespace = namespace
-        self.loop = loop
         self.on_list = on_list
         self.on_event = on_event
         self.on_error = on_error or (lambda _msg: None)
         self.watch_timeout = watch_timeout
         self.convert = convert
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"watch-{namespace or 'all'}", daemon=True)
+        self.name = f"watch-{namespace or 'all'}"
+        self._stopped = False
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the watch thread."""
-        self._thread.start()
+        """Start the watch task (on the running loop)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 
     def stop(self) -> None:
-        """Ask the thread to stop: it ends after the current event (or when the watch request ends)."""
-        self._stop.set()
+        """Cancel the task: a list or watch waiting on the network ends now; no callback runs after this."""
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
 
-    def join(self, timeout: float) -> None:
-        """Wait for the thread to end."""
-        self._thread.join(timeout)
+    def done(self) -> bool:
+        """Whether the task has ended (or never started)."""
+        return self._task is None or self._task.done()
 
-    def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        if not self._stop.is_set() and not self.loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(fn, *args)
+    async def join(self, within: float) -> None:
+        """Wait (up to `within` seconds) for the task to end, and its connection with it."""
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=within)
 
-    def _run(self) -> None:
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        """A callback, shielded like a loop callback: its failure is logged and does not end the watch."""
+        if self._stopped:
+            return
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("gitrepo watch callback failed", extra={"namespace": self.namespace or "*"})
+
+    async def _run(self) -> None:
         backoff = 0.2
         resource_version = ""
-        while not self._stop.is_set():
+        while not self._stopped:
             try:
                 if not resource_version:
-                    items, resource_version = self.kube.list_gitrepos(self.namespace, convert=self.convert)
-                    self._post(self.on_list, self.namespace, items)
+                    items, resource_version = await self.kube.list_gitrepos(self.namespace, convert=self.convert)
+                    self._call(self.on_list, self.namespace, items)
+                    del items
                     backoff = 0.2
-                resource_version = self._watch_from(resource_version)
-            except ApiException as exc:
+                resource_version = await self._watch_from(resource_version)
+            except ApiError as exc:
                 if exc.status == 410:
                     log.info("watch expired; re-listing", extra={"namespace": self.namespace or "*"})
                     resource_version = ""
                     continue
-                self._failed(f"API error {exc.status} {exc.reason}")
+                self._failed(str(exc))
                 resource_version = ""
             except Exception as exc:  # network errors, timeouts, decoding: re-list after a pause
-                if self._stop.is_set():
-                    break
                 self._failed(f"{type(exc).__name__}: {exc}")
                 resource_version = ""
             if resource_version == "":
-                self._stop.wait(backoff + random.uniform(0, backoff / 2))
+                await asyncio.sleep(backoff + random.uniform(0, backoff / 2))
                 backoff = min(backoff * 2, 5.0)
 
     def _failed(self, message: str) -> None:
         log.warning("gitrepo watch failed; will re-list", extra={"namespace": self.namespace or "*", "error": message})
-        self._post(self.on_error, message)
+        self._call(self.on_error, message)
 
-    def _watch_from(self, resource_version: str) -> str:
-        """Stream events until the server ends the watch; returns the resourceVersion to resume from.
-
-        Each event line is decoded once, with orjson. The official client's `Watch.stream` decodes it
-        three times (the line, then the object re-encoded and decoded into a model): at 50 writes a
-        second that was GIL time taken from the delivery loop for every write's own echo.
-        """
-        if self.namespace:
-            fn: Callable[..., Any] = self.kube.custom.list_namespaced_custom_object
-            args: tuple[Any, ...] = (GROUP, VERSION, self.namespace, PLURAL)
-        else:
-            fn = self.kube.custom.list_cluster_custom_object
-            args = (GROUP, VERSION, PLURAL)
-        started = time.monotonic()
-        response = fn(
-            *args,
-            watch=True,
-            _preload_content=False,
-            resource_version=resource_version,
-            timeout_seconds=self.watch_timeout,
-            allow_watch_bookmarks=True,
-            _request_timeout=self.watch_timeout + 30,
-        )
-        try:
-            status = getattr(response, "status", 200)
-            if isinstance(status, int) and not 200 <= status <= 299:
-                raise ApiException(status=status, reason=getattr(response, "reason", "") or "watch refused")
-            for line in iter_resp_lines(response):
-                if self._stop.is_set():
-                    break
-                resource_version = self._event(orjson.loads(line), resource_version)
-        finally:
-            response.close()
-            response.release_conn()
-        if time.monotonic() - started < 1 and not self._stop.is_set():
-            self._stop.wait(0.5)  # a watch that ends at once must not spin
+    async def _watch_from(self, resource_version: str) -> str:
+        """Hand on events until the server ends the watch; returns the resourceVersion to resume from."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        events = self.kube.watch_gitrepos(self.namespace, resource_version, self.watch_timeout)
+        async with contextlib.aclosing(events):
+            async for raw in events:
+                resource_version = self._event(raw, resource_version)
+        if loop.time() - started < 1:
+            await asyncio.sleep(0.5)  # a watch that ends at once must not spin
         return resource_version
 
     def _event(self, raw: Any, resource_version: str) -> str:
-        """Hand one decoded watch event to the loop; the resourceVersion to resume from after it."""
+        """Hand on one decoded watch event; the resourceVersion to resume from after it."""
         if not isinstance(raw, dict):
             return resource_version
         kind = raw.get("type")
@@ -513,8 +603,8 @@ class GitRepoWatcher:
         if kind == "ERROR":
             code = obj.get("code") if isinstance(obj, dict) else None
             if code == 410:
-                raise ApiException(status=410, reason="Gone")
-            raise ApiException(status=code or 500, reason=str(obj))
+                raise ApiError(410, "Gone")
+            raise ApiError(code if isinstance(code, int) else 500, str(obj))
         if not isinstance(obj, dict):
             return resource_version
         metadata = obj.get("metadata")
@@ -522,5 +612,5 @@ class GitRepoWatcher:
         if isinstance(rv, str) and rv:
             resource_version = rv
         if kind in ("ADDED", "MODIFIED", "DELETED"):
-            self._post(self.on_event, WatchEvent(kind, obj))
+            self._call(self.on_event, WatchEvent(kind, obj))
         return resource_version  # BOOKMARK: only the resourceVersion

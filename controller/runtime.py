@@ -117,12 +117,12 @@ class Components:
         await self.updater.drain(within=2.0)
         await self.receiver.parsers.close()
         self.sync.stop()
+        await self.sync.join(5.0)
         self.kube.close()
 
 
 def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Components:
     """Wire the receiver's parts together; nothing is started yet except what `start` does."""
-    loop = asyncio.get_running_loop()
     holder = ConfigHolder(config, digest)
     metrics = Metrics()
     metrics.config_last_success.set(time.time())
@@ -148,7 +148,7 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
         budget=body_budget(config, settings),
         shared_order=settings.shared_order,
     )
-    sync = IndexSync(kube, index, loop)
+    sync = IndexSync(kube, index)
     holder.on_change(sync.on_config_change)
     holder.on_change(_limits_follower(receiver))
     return Components(receiver, sync, updater, kube)

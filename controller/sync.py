@@ -1,8 +1,9 @@
 """Keeps the GitRepo index in step with the cluster: one watcher per watched namespace (or one for all).
 
-Watchers run in threads (kube.GitRepoWatcher) and call back on the loop thread, so the index is
-only ever changed by the loop. The index counts as synced once every watcher has listed once;
-after an outage each watcher re-lists by itself and the index is replaced with the fresh list.
+Watchers are asyncio tasks (kube.GitRepoWatcher) that call back on the loop, so the index is only
+ever changed by the loop and needs no lock. The index counts as synced once every watcher has
+listed once; after an outage each watcher re-lists by itself and the index is replaced with the
+fresh list.
 """
 
 from __future__ import annotations
@@ -28,24 +29,22 @@ def keyer_for(watch: WatchConfig) -> Keyer:
 class IndexSync:
     """Owns the watchers feeding one GitRepoIndex."""
 
-    def __init__(self, kube: Kube, index: GitRepoIndex, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, kube: Kube, index: GitRepoIndex) -> None:
         self.kube = kube
         self.index = index
-        self.loop = loop
         self._watchers: list[GitRepoWatcher] = []
+        self._stopping: list[GitRepoWatcher] = []  # stopped, maybe still unwinding: `join` waits for them
         self._listed: set[str | None] = set()
         self._scope: frozenset[str] = frozenset()
 
     def start(self, watch: WatchConfig) -> None:
-        """Start watching the namespaces `watch` names (all when empty)."""
+        """Start watching the namespaces `watch` names (all when empty); called on the loop."""
         self._scope = watch.namespaces
         self._listed.clear()
         self.index.synced = False
         namespaces: list[str | None] = [*sorted(watch.namespaces)] if watch.namespaces else [None]
         self._watchers = [
-            GitRepoWatcher(
-                self.kube, ns, self.loop, self._on_list, self._on_event, self._on_error, convert=gitrepo_info
-            )
+            GitRepoWatcher(self.kube, ns, self._on_list, self._on_event, self._on_error, convert=gitrepo_info)
             for ns in namespaces
         ]
         for watcher in self._watchers:
@@ -53,10 +52,23 @@ class IndexSync:
         log.info("watching gitrepos", extra={"namespaces": list(watch.namespaces) or ["*"]})
 
     def stop(self) -> None:
-        """Stop every watcher (threads end on their own shortly after)."""
+        """Stop every watcher: their tasks are cancelled and no callback of theirs runs after this.
+
+        The tasks end within a turn or two of the loop; `join` waits for that (before the API client's
+        connections are closed, so nothing is left pending when the loop ends).
+        """
         for watcher in self._watchers:
             watcher.stop()
+        self._stopping = [*(w for w in self._stopping if not w.done()), *self._watchers]
         self._watchers = []
+
+    async def join(self, within: float = 5.0) -> None:
+        """Wait for the watchers stopped so far to end (up to `within` seconds in all; never raises)."""
+        stopping, self._stopping = self._stopping, []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        for watcher in stopping:
+            await watcher.join(max(0.0, deadline - loop.time()))
 
     def on_config_change(self, old: Config, new: Config) -> None:
         """Restart watchers when the watched namespaces change; re-key when URL rules change."""

@@ -30,6 +30,7 @@ from controller.kube import (
     LIST_PAGE_SIZE,
     PLURAL,
     VERSION,
+    ApiError,
     GitRepoWatcher,
     Kube,
     WatchEvent,
@@ -267,17 +268,17 @@ async def test_expired_watch_relists_and_keeps_the_index_current(
     lists: list[str] = []
     real_list = kube.list_gitrepos
 
-    def list_then_go_stale(
+    async def list_then_go_stale(
         namespace: str | None, convert: Callable[[dict[str, Any]], Any] | None = None, page_size: int = LIST_PAGE_SIZE
     ) -> tuple[list[Any], str]:
-        items, rv = real_list(namespace, convert, page_size)
+        items, rv = await real_list(namespace, convert, page_size)
         lists.append(rv)
         return (items, "1") if len(lists) == 1 else (items, rv)
 
     # Deliberate monkeypatch of one instance's method (mypy forbids assigning to a method).
     kube.list_gitrepos = list_then_go_stale  # type: ignore[method-assign]
     index = GitRepoIndex()
-    sync = IndexSync(kube, index, asyncio.get_running_loop())
+    sync = IndexSync(kube, index)
     caplog.set_level(logging.INFO, "fleet_webhook.kube")
     try:
         sync.start(load_text(f"watch:\n  namespaces: [{own_ns}]\n").watch)
@@ -288,6 +289,7 @@ async def test_expired_watch_relists_and_keeps_the_index_current(
         await wait_for(lambda: index.get(own_ns, "after") is not None, 10, "the watch to deliver a new GitRepo")
     finally:
         sync.stop()
+        await sync.join()
         kube.close()
     assert any(r.getMessage() == "watch expired; re-listing" for r in caplog.records)
     assert sync.index.watch_error is None, "a 410 is routine, not a failure"
@@ -299,10 +301,10 @@ async def test_watcher_resumes_after_gone_from_the_resource_version_it_was_given
     """The watcher's own entry point: a watch started at resourceVersion 1 raises 410, never loops."""
     kube = Kube(load_api_client(own_cp.kubeconfig))
     seen: list[WatchEvent] = []
-    watcher = GitRepoWatcher(kube, own_ns, asyncio.get_running_loop(), lambda _ns, _items: None, seen.append)
+    watcher = GitRepoWatcher(kube, own_ns, lambda _ns, _items: None, seen.append)
     try:
-        with pytest.raises(client.ApiException) as gone:
-            await asyncio.to_thread(watcher._watch_from, "1")
+        with pytest.raises(ApiError) as gone:
+            await watcher._watch_from("1")
         assert gone.value.status == 410
     finally:
         watcher.stop()

@@ -10,7 +10,7 @@ from controller.index import gitrepo_info
 from controller.kube import GROUP, PLURAL, VERSION, Kube, load_api_client
 
 
-def test_paged_list_returns_every_gitrepo_converted(
+async def test_paged_list_returns_every_gitrepo_converted(
     control_plane: Any, kube_api: client.ApiClient, namespace: str
 ) -> None:
     custom = client.CustomObjectsApi(kube_api)
@@ -24,8 +24,8 @@ def test_paged_list_returns_every_gitrepo_converted(
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     kube = Kube(load_api_client(control_plane.kubeconfig))
     try:
-        infos, rv = kube.list_gitrepos(namespace, convert=gitrepo_info, page_size=3)
-        raw, _ = kube.list_gitrepos(namespace, page_size=2)
+        infos, rv = await kube.list_gitrepos(namespace, convert=gitrepo_info, page_size=3)
+        raw, _ = await kube.list_gitrepos(namespace, page_size=2)
     finally:
         kube.close()
     assert rv.isdigit()
