@@ -54,6 +54,15 @@ def runner_options() -> dict[str, Any]:
     return options
 
 
+def _freeze_long_lived() -> None:
+    """controller/heap.py's freeze, when the controller package run has it (an A/B copy may not)."""
+    try:
+        from controller.heap import freeze_long_lived
+    except ImportError:
+        return
+    freeze_long_lived()
+
+
 def ours_app(gitrepos: int) -> tuple[web.Application, int]:
     """The receiver app over `gitrepos` GitRepos whose push targets already hold the pushed commit."""
     config = load_text("", "bench")
@@ -85,6 +94,7 @@ async def _serve(args: argparse.Namespace) -> None:
         await components.wait_synced(60)
         app, count = make_app(components.receiver), len(components.receiver.index)
 
+    _freeze_long_lived()  # what serve does once the index has synced, for every kind
     runner = WebhookRunner(app, **runner_options())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=512, reuse_address=True)

@@ -22,6 +22,7 @@ from controller.app import WebhookRunner, make_app, make_probe_app
 from controller.body import BodyBudget
 from controller.config import Config, default_config, load_file
 from controller.dedupe import DeliveryCache
+from controller.heap import freeze_once_synced
 from controller.index import GitRepoIndex
 from controller.kube import Kube, load_api_client
 from controller.metrics import Metrics
@@ -291,6 +292,8 @@ async def serve(settings: Settings) -> int:
             "role": "relay edge" if edge else "relay consumer" if consumer else "receiver",
         },
     )
+    # Not a supervised background task: it ends by design once it has run.
+    freezing = asyncio.create_task(freeze_once_synced(parts.receiver.index if parts else None), name="heap-freeze")
     background = receiver.background
     if parts is not None:
         background.start("polling fallback", polling_fallback(receiver, parts.updater, stop))
@@ -305,6 +308,7 @@ async def serve(settings: Settings) -> int:
         background.start("config reloader", reloader.run())
 
     await stop.wait()
+    freezing.cancel()
     receiver.accepting = False  # /readyz now answers 503
     if settings.shutdown_delay_seconds > 0:
         # Keep serving while Kubernetes removes the pod from the Service's endpoints; a delivery routed

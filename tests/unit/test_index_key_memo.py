@@ -80,3 +80,35 @@ def test_holds_tells_the_echo_of_a_version_already_held() -> None:
     assert not index.holds({"metadata": {"namespace": "ns", "name": "b", "resourceVersion": "7"}})
     assert not index.holds({"metadata": {"namespace": "ns", "name": "a"}})
     assert not index.holds({"metadata": "not an object"})
+
+
+def test_the_watch_echo_of_a_held_version_is_not_converted_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IndexSync skips an event for a version the index holds (its write's answer was applied)."""
+    from controller import sync as sync_module
+    from controller.index import gitrepo_info
+    from controller.kube import Kube, WatchEvent
+
+    converted: list[str] = []
+
+    def counting_info(obj: dict[str, object]) -> object:
+        converted.append(str(obj["metadata"]))
+        return gitrepo_info(obj)
+
+    monkeypatch.setattr(sync_module, "gitrepo_info", counting_info)
+    index = GitRepoIndex()
+    written = {"metadata": {"namespace": "ns", "name": "a", "resourceVersion": "7"}, "spec": {"repo": URL}}
+    info = gitrepo_info(written)
+    assert info is not None
+    index.upsert(info)  # what the write's answer did
+    sync = sync_module.IndexSync(Kube.__new__(Kube), index)
+    sync._on_event(WatchEvent("MODIFIED", written))
+    assert converted == []
+    assert index.get("ns", "a") is info
+    newer = {"metadata": {"namespace": "ns", "name": "a", "resourceVersion": "8"}, "spec": {"repo": URL}}
+    sync._on_event(WatchEvent("MODIFIED", newer))
+    assert len(converted) == 1
+    held = index.get("ns", "a")
+    assert held is not None
+    assert held.resource_version == "8"
+    sync._on_event(WatchEvent("DELETED", newer))
+    assert index.get("ns", "a") is None
