@@ -12,6 +12,7 @@ Values never leave this module except as bytes handed to a provider's verify().
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ MAX_SECRET_FILE_BYTES = 64 * 1024
 # A failed read is answered from the cache for this long (at most `ttl`), so that strangers cannot
 # make the receiver ask an unreachable or refusing API server once per request.
 FAILED_READ_RETRY_SECONDS = 2.0
+
+
+# A cached value is read again in the background once this share of `secrets.cacheSeconds` has passed.
+REFRESH_AHEAD_SHARE = 0.6
 
 
 class SecretUnavailable(Exception):
@@ -47,6 +52,11 @@ class _FailedRead:
 
     def error(self) -> SecretUnavailable:
         return SecretUnavailable(self.message, refused=self.refused)
+
+
+# ("dir", folder, "") or ("k8s", namespace, name) -> (expires at, value or failure)
+_CacheKey = tuple[str, str, str]
+_Entry = tuple[float, dict[str, bytes] | _FailedRead | None]
 
 
 def _usable(value: bytes | None) -> bool:
@@ -93,7 +103,8 @@ class SecretStore:
         # Not a cachetools.TTLCache: an expired entry is still the answer while the API is unreachable.
         # Entries: (expires at, value); a refusal by RBAC is cached like a value, an unreachable API
         # for FAILED_READ_RETRY_SECONDS.
-        self._cache: dict[tuple[str, str, str], tuple[float, dict[str, bytes] | _FailedRead | None]] = {}
+        self._cache: dict[_CacheKey, _Entry] = {}
+        self._refreshing: dict[_CacheKey, asyncio.Task[None]] = {}  # background reads (`_refresh_ahead`)
         self._sets: dict[tuple[int, tuple[str, ...], str], tuple[dict[str, bytes] | None, list[Credential]]] = {}
 
     def namespace_of(self, source: SecretSource) -> str:
@@ -111,7 +122,31 @@ class SecretStore:
         if hit is not None and now < hit[0]:
             if isinstance(hit[1], _FailedRead):
                 raise hit[1].error()
+            self._refresh_ahead(cache_key, source, hit, now)
             return hit[1]
+        return await self._read(cache_key, source, hit)
+
+    def _refresh_ahead(self, cache_key: _CacheKey, source: SecretSource, hit: _Entry, now: float) -> None:
+        """Read a value again in the background once REFRESH_AHEAD_SHARE of its time has passed.
+
+        While deliveries keep coming, the cache is renewed before it expires, so no delivery waits
+        for the API (with the 5 s default, one in every 5 s did: a few milliseconds in the p99).
+        One read at a time per source: however many deliveries ask, the API is asked as often as
+        before. After an idle spell the value expires and the next delivery reads it, as it always did.
+        """
+        if cache_key in self._refreshing or now < hit[0] - self.ttl * (1 - REFRESH_AHEAD_SHARE):
+            return
+        task = asyncio.get_running_loop().create_task(self._refresh(cache_key, source, hit))
+        self._refreshing[cache_key] = task
+        task.add_done_callback(lambda _task: self._refreshing.pop(cache_key, None))
+
+    async def _refresh(self, cache_key: _CacheKey, source: SecretSource, hit: _Entry) -> None:
+        with contextlib.suppress(SecretUnavailable):  # stored as a failed read: the next delivery is told
+            await self._read(cache_key, source, hit)
+
+    async def _read(self, cache_key: _CacheKey, source: SecretSource, hit: _Entry | None) -> dict[str, bytes] | None:
+        """Ask the API (or the folder) and cache what it says: a value, an absence, a refusal, a failure."""
+        now = time.monotonic()
         retry_at = now + min(self.ttl, FAILED_READ_RETRY_SECONDS)
         try:
             if source.is_directory:
@@ -134,7 +169,7 @@ class SecretStore:
         self._store(cache_key, now + self.ttl, value)
         return value
 
-    def _store(self, key: tuple[str, str, str], expires: float, value: dict[str, bytes] | _FailedRead | None) -> None:
+    def _store(self, key: _CacheKey, expires: float, value: dict[str, bytes] | _FailedRead | None) -> None:
         if len(self._cache) >= 10_000 and key not in self._cache:
             self._cache.clear()
         self._cache[key] = (expires, value)
@@ -161,13 +196,18 @@ class SecretStore:
         Every delivery asks for its route's credentials: on a hit this costs two dict lookups and
         no coroutine, which matters most for the deliveries refused on their headers.
         """
-        hit = self._cache.get(self._cache_key(source))
-        if hit is None or time.monotonic() >= hit[0] or isinstance(hit[1], _FailedRead):
+        cache_key = self._cache_key(source)
+        hit = self._cache.get(cache_key)
+        now = time.monotonic()
+        if hit is None or now >= hit[0] or isinstance(hit[1], _FailedRead):
             return None
         held = self._sets.get((id(hit[1]), tuple(keys), suffix))
-        return held[1] if held is not None and held[0] is hit[1] else None
+        if held is None or held[0] is not hit[1]:
+            return None
+        self._refresh_ahead(cache_key, source, hit, now)
+        return held[1]
 
-    def _cache_key(self, source: SecretSource) -> tuple[str, str, str]:
+    def _cache_key(self, source: SecretSource) -> _CacheKey:
         if source.is_directory:
             return ("dir", source.directory, "")
         return ("k8s", self.namespace_of(source), source.name)
