@@ -13,45 +13,22 @@ import gc
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
 import pytest
 from kubernetes import client
 
-from controller.kube import GROUP, PLURAL, VERSION, GitRepoWatcher, Kube, WatchEvent, load_api_client
+from controller.kube import GROUP, PLURAL, VERSION, Kube, load_api_client
 from tests.integration.receiver_env import gitrepo_body
+from tests.integration.watch_support import Seen, wait_for
 from tools.controlplane import ControlPlane
 
 # Kubernetes allows 256 KiB for all of an object's annotations; `spec.paths` takes the GitRepo over
 # aiohttp's line limit (twice its read buffer: 128 KiB up to aiohttp 3.13, 512 KiB since).
 BIG_ANNOTATION = 250_000
 BIG_PATHS = [f"charts/{i:05d}/" + "p" * 90 for i in range(8_000)]
-
-
-class Seen:
-    """What a watcher handed on, as the index would get it."""
-
-    def __init__(self) -> None:
-        self.lists: list[list[Any]] = []
-        self.events: list[WatchEvent] = []
-        self.errors: list[str] = []
-
-    def on_list(self, _namespace: str | None, items: list[Any]) -> None:
-        self.lists.append(items)
-
-    def watcher(self, kube: Kube, namespace: str, **options: Any) -> GitRepoWatcher:
-        return GitRepoWatcher(kube, namespace, self.on_list, self.events.append, self.errors.append, **options)
-
-
-async def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from aiohttp import web
 from kubernetes import client as k8s
 
 from controller.kube import GitRepoWatcher, Kube, WatchEvent
+from tests.integration.watch_support import Seen, wait_for
 
 NAMESPACE = "scripted"
 WatchScript = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,24 +79,6 @@ class ScriptedApi:
             await asyncio.sleep(0.01)
         self.disconnected.set()
         return response
-
-
-class Seen:
-    def __init__(self) -> None:
-        self.lists: list[list[Any]] = []
-        self.events: list[WatchEvent] = []
-        self.errors: list[str] = []
-
-    def on_list(self, _namespace: str | None, items: list[Any]) -> None:
-        self.lists.append(items)
-
-
-async def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @dataclass
