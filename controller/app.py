@@ -23,7 +23,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from controller.body import Body, BodyEvicted, BudgetExhausted
 from controller.pipeline import Admission, Answer, Pipeline, Receiver, Refusal, busy, encode_json
-from controller.providers.base import Verdict, WebhookRequest
+from controller.providers.base import WebhookRequest
 
 log = logging.getLogger("fleet_webhook.receiver")
 READ_CHUNK = 64 * 1024
@@ -96,9 +96,8 @@ class WebhookHandler:
             admission = await self.pipeline.admit(request.path, _head(request), request.content_length)
         content = request.content
         whole = content.read_nowait() if content.is_eof() else None  # the body came with the head
-        verdict = None if whole is None else self.pipeline.verify_arrived(admission, whole)
-        if verdict is Verdict.MISMATCH and not admission.may_use_gitrepo_secrets:
-            raise await self.pipeline.unauthorized(admission)  # forged: no Body, no budget entry, refused at once
+        if whole is not None:
+            await self.pipeline.verify_arrived(admission, whole)  # a forged one is refused here, unbuffered
         evicted = BodyEvicted("another delivery needed the room this unverified body held; retry")
         body = self.pipeline.open_body(admission, request.remote or "", lambda: content.set_exception(evicted))
         try:

@@ -38,7 +38,7 @@ import orjson
 
 from controller import providers as registry
 from controller.body import Body, BodyBudget
-from controller.config import Config, PollingPolicy, ProviderConfig, Route, default_config
+from controller.config import Config, PollingPolicy, ProviderConfig, Route, SecretSource, default_config
 from controller.decisions import WITHHELD, Action, CommitHistory, Decision, candidates, plan_delivery
 from controller.dedupe import CachedAnswer, DeliveryCache
 from controller.deliveries import Ignored, Parsed, Ping, PushEvent
@@ -255,6 +255,8 @@ class Admission:
     # A relay edge without the route's secret: the cluster's consumer authenticates it, so nothing
     # fails before the body for want of a secret here (relay_publish.py).
     judged_elsewhere: bool = False
+    # The route's MAC verdict on a body that came whole with its head (Pipeline.verify_arrived).
+    arrived_verdict: Verdict | None = None
 
     @property
     def route_ok_before_body(self) -> bool:
@@ -320,6 +322,12 @@ def fingerprint(pushes: Sequence[PushEvent]) -> str:
             "\0".join(fields).encode() + (b"\1" if push.deleted else b"\2") + (b"\1" if push.forced else b"\2")
         )
     return digest.hexdigest()
+
+
+def _route_secret(admission: Admission) -> tuple[SecretSource, str]:
+    """Where the route's secret lives (its own, else the config's), and the rotation suffix."""
+    config = admission.config
+    return admission.route.secret or config.secrets.source, config.secrets.previous_suffix
 
 
 def _rekey(creds: Sequence[Credential], keys: Sequence[str]) -> list[Credential]:
@@ -418,23 +426,23 @@ class Pipeline:
             return admission.fail(Refusal(413, reason, "too_large", {"Connection": "close"}))
         return admission.fail(self.too_large(admission.config))
 
-    def verify_arrived(self, admission: Admission, whole: bytes) -> Verdict | None:
-        """The route's verdict on a body that arrived with its head, in one HMAC call; None when it
-        must wait for the usual path (a form body signed inside, no secret, a verdict already made by
-        the headers, a body over the cap: that path answers 413).
+    async def verify_arrived(self, admission: Admission, whole: bytes) -> None:
+        """The route's verdict on a body that arrived with its head, in one HMAC call, kept on the
+        admission (`arrived_verdict`) so the body is never hashed again; a signed body counts as
+        verified from its first byte. A forged one gets its 401 here, before any Body, budget entry
+        or parse, unless a GitRepo's own secret may still vouch for it.
 
-        OK is kept on the admission (the body is not hashed again and counts as verified from its
-        first byte). A mismatch only refuses the delivery when no GitRepo's own secret may vouch.
+        Nothing is decided for a form body signed inside, a route without a secret, a verdict the
+        headers already made, or a body over the cap (the usual path answers 413).
         """
         auth = admission.auth
         if auth is None or auth.verdict is not None or auth.needs_whole_body or len(whole) > admission.max_bytes:
-            return None
+            return
         macs = MacStream(auth.macs)
         macs.update(whole)
-        verdict = macs.verdict()
-        if verdict is Verdict.OK:
-            admission.auth = Authentication(Verdict.OK)
-        return verdict
+        admission.arrived_verdict = macs.verdict()
+        if admission.arrived_verdict is Verdict.MISMATCH and not admission.may_use_gitrepo_secrets:
+            raise await self.unauthorized(admission)
 
     def open_body(self, admission: Admission, sender: str = "", on_evict: Callable[[], None] | None = None) -> Body:
         """The buffer the body is written into; it computes the route's signature as it streams.
@@ -442,23 +450,21 @@ class Pipeline:
         A body the headers did not authenticate counts against the unverified share of the budget
         and may be evicted while it arrives (`sender` and `on_evict`: see `Body`).
         """
-        auth = admission.auth
-        streamed = auth is not None and auth.verdict is None and not auth.needs_whole_body
+        auth, arrived = admission.auth, admission.arrived_verdict
+        streamed = auth is not None and auth.verdict is None and not auth.needs_whole_body and arrived is None
         macs = MacStream(auth.macs) if streamed and auth is not None else None
-        verified = auth is not None and auth.verdict is Verdict.OK
+        verified = (auth is not None and auth.verdict is Verdict.OK) or arrived is Verdict.OK
         return Body(self.r.budget, macs, verified=verified, sender=sender, on_evict=on_evict)
 
     def _held_credentials(self, admission: Admission) -> list[Credential] | None:
         """The route's credentials when they are cached and the provider's own keys hold them (the
         common case: no coroutine, no fallback keys to try); else None, and `_route_credentials` asks."""
-        config = admission.config
-        source = admission.route.secret or config.secrets.source
-        return self.r.secrets.cached_credentials(source, admission.provider.secret_keys, config.secrets.previous_suffix)
+        source, suffix = _route_secret(admission)
+        return self.r.secrets.cached_credentials(source, admission.provider.secret_keys, suffix)
 
     async def _route_credentials(self, admission: Admission) -> list[Credential]:
-        provider, config = admission.provider, admission.config
-        source = admission.route.secret or config.secrets.source
-        suffix = config.secrets.previous_suffix
+        provider = admission.provider
+        source, suffix = _route_secret(admission)
         try:
             creds = await self.r.secrets.credentials(source, provider.secret_keys, suffix)
             for keys in provider.fallback_secret_keys:
@@ -495,6 +501,8 @@ class Pipeline:
 
     async def _route_verdict(self, admission: Admission, body: Body) -> bool:
         """Whether the route's secret (or allowUnauthenticated) accepts the delivery."""
+        if admission.arrived_verdict is not None:  # judged as it arrived (verify_arrived)
+            return admission.arrived_verdict is Verdict.OK
         auth = admission.auth
         if auth is None or auth.verdict is not None:
             return admission.route_ok_before_body
@@ -681,15 +689,14 @@ class Pipeline:
         cache: dict[tuple[str, str], GitRepoAuth],
         deadline: Deadline,
     ) -> GitRepoAuth:
-        """Whether the delivery is authentic for this GitRepo (its own webhookSecret wins).
+        """Whether the delivery is authentic for this GitRepo's own webhookSecret (asked only for a
+        GitRepo naming one, with secrets.gitRepoSecrets on; for any other the route's verdict decides).
 
         A GitRepo outside the route's namespaces is never written, so its secret is never read. A
         Secret that cannot be read fails that GitRepo alone: skipped when RBAC refuses it, failed
         (503, the host retries) when the API cannot answer now.
         """
-        config, route = admission.config, admission.route
-        if not (config.secrets.gitrepo_secrets and info.webhook_secret):
-            return ROUTE_AUTHENTICATED if request_ok else ROUTE_NOT_AUTHENTICATED
+        route = admission.route
         if vouched is not None:
             return GitRepoAuth(True) if vouched.covers(info) else GitRepoAuth(False, WITHHELD)
         if not route.allows_namespace(info.namespace):
