@@ -67,6 +67,16 @@ def tools_cache(environ: os._Environ[str] | dict[str, str] | None = None) -> Pat
     return Path(env.get("FLEET_WEBHOOK_TOOLS_CACHE") or REPO_ROOT / ".cache" / "tools")
 
 
+def built_tool(name: str, version: str, binary: str, script: str, error: type[Exception], *required: str) -> Path:
+    """`binary` in the tools cache's `<name>-<version>` folder (built by tools/`script`), or `error`
+    naming `make tools`. `required`: paths in that folder that must exist too (static files)."""
+    home = tools_cache() / f"{name}-{version}"
+    path = home / binary
+    if not (os.access(path, os.X_OK) and all((home / r).exists() for r in required)):
+        raise error(f"{name} {version} not found at {path}: run `make tools` (tools/{script})")
+    return path
+
+
 def fleet_source_dir() -> Path:
     """Fleet v0.16.1's source tree in the tools cache, extracted now if it is not there yet."""
     src = tools_cache() / f"fleet-src-{FLEET_VERSION}"
@@ -100,12 +110,7 @@ TMP_PREFIX = "fleet-webhook-fleet-"
 
 def find_fleetcontroller() -> Path:
     """The fleetcontroller binary, or FleetSourceError naming `make tools`."""
-    binary = tools_cache() / f"fleetcontroller-{FLEET_VERSION}" / "fleetcontroller"
-    if not os.access(binary, os.X_OK):
-        raise FleetSourceError(
-            f"fleetcontroller {FLEET_VERSION} not found at {binary}: run `make tools` (tools/build-fleet.sh)"
-        )
-    return binary
+    return built_tool("fleetcontroller", FLEET_VERSION, "fleetcontroller", "build-fleet.sh", FleetSourceError)
 
 
 def install_fleet_prerequisites(kubeconfig: str | Path) -> list[str]:

@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any
 
 from tools.controlplane import LOOPBACK, free_ports, spawn, terminate
-from tools.fleet import tools_cache
+from tools.fleet import built_tool, tools_cache
 
 GITEA_VERSION = "v1.27.3"  # also in tools/build-gitea.sh and tools/gitea/go.mod
 ADMIN = "fleet-admin"
@@ -54,10 +54,7 @@ def gitea_home(environ: dict[str, str] | None = None) -> Path:
 
 def find_gitea() -> Path:
     """The gitea binary, or GiteaError naming `make tools`."""
-    binary = gitea_home() / "gitea"
-    if not (os.access(binary, os.X_OK) and (gitea_home() / "static" / "templates").is_dir()):
-        raise GiteaError(f"gitea {GITEA_VERSION} not found at {binary}: run `make tools` (tools/build-gitea.sh)")
-    return binary
+    return built_tool("gitea", GITEA_VERSION, "gitea", "build-gitea.sh", GiteaError, "static/templates")
 
 
 class Gitea:

@@ -12,7 +12,6 @@ The process dies with the Python process that started it (tools.controlplane.spa
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tools.controlplane import LOOPBACK, free_ports, spawn, terminate
-from tools.fleet import tools_cache
+from tools.fleet import built_tool
 
 NATS_SERVER_VERSION = "v2.15.3"  # also in tools/build-nats.sh
 MAX_PAYLOAD = 8 * 1024 * 1024  # the server's default is 1 MiB; webhook bodies go up to limits.maxBodyBytes
@@ -45,12 +44,7 @@ class NatsServerError(RuntimeError):
 
 def find_nats_server() -> Path:
     """The nats-server binary, or NatsServerError naming `make tools`."""
-    binary = tools_cache() / f"nats-server-{NATS_SERVER_VERSION}" / "nats-server"
-    if not os.access(binary, os.X_OK):
-        raise NatsServerError(
-            f"nats-server {NATS_SERVER_VERSION} not found at {binary}: run `make tools` (tools/build-nats.sh)"
-        )
-    return binary
+    return built_tool("nats-server", NATS_SERVER_VERSION, "nats-server", "build-nats.sh", NatsServerError)
 
 
 class NatsServer:
