@@ -120,8 +120,11 @@ def body(name: str, repo: str, branch: str = "main") -> dict[str, Any]:
 class Pusher:
     """Open-loop signed pushes to one receiver's GitRepos; latencies until the answer and the watch."""
 
-    def __init__(self, kind: str, url: str, pid: int, watch: CommitWatch, targets: int) -> None:
+    def __init__(
+        self, kind: str, url: str, pid: int, watch: CommitWatch, targets: int, metrics_url: str | None = None
+    ) -> None:
         self.kind, self.url, self.pid, self.watch = kind, url, pid, watch
+        self.metrics_url = metrics_url  # fleet-webhook's /metrics: API connections opened per block
         self.urls = [target_url(kind, i) for i in range(targets)]
         self.last = dict.fromkeys(self.urls, data.ZERO_SHA)
         self.seq = 0
@@ -167,20 +170,36 @@ class Pusher:
             answered[commit] = time.monotonic()
             statuses[key] = statuses.get(key, 0) + 1
 
+        connections0 = await self.api_connections(session)
         cpu0 = cpu_seconds(self.pid)
         start = await open_loop(rate, count, lambda: one(*self._next()))
         await self.watch.wait_for(list(sent), within=15)
         cpu_s = cpu_seconds(self.pid) - cpu0
         elapsed = time.monotonic() - start
+        connections1 = await self.api_connections(session)
         return {
             "kind": self.kind,
             "sent": count,
+            "api_connections_opened": None
+            if connections0 is None or connections1 is None
+            else connections1 - connections0,
             "statuses": statuses,
             "cpu_s": cpu_s,
             "elapsed_s": elapsed,
             "visible_ms": [1000 * (self.watch.seen[c] - t) for c, t in sent.items() if c in self.watch.seen],
             "answer_ms": [1000 * (answered[c] - t) for c, t in sent.items() if c in answered],
         }
+
+    async def api_connections(self, session: aiohttp.ClientSession) -> int | None:
+        """fleet-webhook's `fleet_webhook_api_connections_opened_total` now (None for Fleet's receiver)."""
+        if self.metrics_url is None:
+            return None
+        async with session.get(self.metrics_url) as resp:
+            text = await resp.text()
+        for line in text.splitlines():
+            if line.startswith("fleet_webhook_api_connections_opened_total "):
+                return int(float(line.split()[1]))
+        return None
 
     async def reaches(self, session: aiohttp.ClientSession, repo: str, within: float) -> float:
         """Push to `repo` until its commit is readable (the receiver has indexed it); seconds taken."""
@@ -251,6 +270,7 @@ async def _size(
             "visible_ms": latency(visible),
             "answer_ms": latency([v for b in mine for v in b["answer_ms"]]),
             "visible_ms_per_block": [latency(b["visible_ms"]) for b in mine],
+            "api_connections_opened_per_block": [b["api_connections_opened"] for b in mine],
             "cpu_ms_per_delivery": round(1000 * cpu / sent, 3),
             "rss_mib": round(rss_bytes(p.pid) / 2**20, 1),
             "answers": dict(p.answers),
@@ -308,7 +328,14 @@ def run(
         watch.start()
         stack.callback(watch.stop)
         pushers = {
-            "fleet-webhook": Pusher("fleet-webhook", f"http://127.0.0.1:{ours.port}/", ours.pid, watch, targets),
+            "fleet-webhook": Pusher(
+                "fleet-webhook",
+                f"http://127.0.0.1:{ours.port}/",
+                ours.pid,
+                watch,
+                targets,
+                metrics_url=f"http://127.0.0.1:{ours.port}/metrics",
+            ),
             "fleet-receiver": Pusher("fleet-receiver", fleet.receiver_url, fleet.proc.pid, watch, targets),
         }
         for size in sorted(sizes):

@@ -78,6 +78,7 @@ async def _serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     components: Any = None
+    warming: asyncio.Task[None] | None = None
     if args.kind == "ours":
         app, count = ours_app(args.gitrepos)
     elif args.kind == "bare":
@@ -91,6 +92,10 @@ async def _serve(args: argparse.Namespace) -> None:
         settings = Settings(namespace=args.namespace, kubeconfig=Path(args.kubeconfig))
         components = build(settings, config, "", Kube(load_api_client(settings.kubeconfig)))
         components.sync.start(config.watch)
+        if settings.api_warm_connections and hasattr(components.kube.http, "warm"):  # as serve does
+            from controller.api_pool import keep_warm
+
+            warming = asyncio.create_task(keep_warm(components.kube.http, settings.api_warm_connections))
         await components.wait_synced(60)
         app, count = make_app(components.receiver), len(components.receiver.index)
 
@@ -117,6 +122,8 @@ async def _serve(args: argparse.Namespace) -> None:
         if profiler is not None:
             profiler.stop()
         await runner.cleanup()
+        if warming is not None:
+            warming.cancel()
         if components is not None:
             await components.close()
 

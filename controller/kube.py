@@ -108,6 +108,12 @@ def now_rfc3339() -> str:
 # than the concurrent calls would drop connections and pay a new TLS handshake for each, which showed
 # as tail latency. Lists and watches have a connector of their own (`ApiHttp.stream`).
 CONNECTION_POOL_SIZE = 32
+# How long an idle pooled connection is kept: under the API server's own 90 s idle timeout
+# (k8s.io/apiserver secure_serving.go), so it is never the server that closes one we would reuse.
+KEEPALIVE_SECONDS = 60.0
+# What a pool warm-up asks for: cheap, and readable by every authenticated client (the default
+# system:public-info-viewer role), so no RBAC rule is needed and a 403 still leaves the connection open.
+WARM_PATH = "/version"
 
 
 def _configuration() -> k8s.Configuration:
@@ -155,13 +161,16 @@ class ApiHttp:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._streams_loop: asyncio.AbstractEventLoop | None = None
         self.connections_opened = 0  # TCP (and TLS) connections made: tests check they are reused
+        self.on_connection_opened: Callable[[], None] | None = None  # serve counts them in a metric
 
     def _session_now(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             trace = aiohttp.TraceConfig()
             trace.on_connection_create_end.append(self._connection_opened)
-            connector = aiohttp.TCPConnector(limit=CONNECTION_POOL_SIZE, ssl=self._ssl if self._ssl else True)
+            connector = aiohttp.TCPConnector(
+                limit=CONNECTION_POOL_SIZE, keepalive_timeout=KEEPALIVE_SECONDS, ssl=self._ssl if self._ssl else True
+            )
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False, trace_configs=[trace])
             self._loop = loop
         return self._session
@@ -212,8 +221,34 @@ class ApiHttp:
         finally:
             response.close()
 
+    async def warm(self, connections: int) -> int:
+        """Make the delivery pool hold `connections` open connections, and reset their idle clocks.
+
+        Why: a write that finds no idle connection opens one, and that TCP + TLS handshake (several
+        milliseconds) lands on the delivery that waits for the write. Fleet's Go client multiplexes
+        every call, watches included, over one HTTP/2 connection that therefore never goes idle.
+        `connections` concurrent GETs of WARM_PATH each hold a connection of their own, reusing the
+        idle ones and opening only the missing ones; all go back to the pool. Returns how many
+        answered (any status); never raises for API trouble.
+        """
+        session = self._session_now()
+        options = self._stream_options()
+
+        async def one() -> bool:
+            try:
+                async with session.get(self.base + WARM_PATH, timeout=self.timeout, **options) as response:
+                    await response.read()
+                return True
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                return False
+
+        answered = await asyncio.gather(*(one() for _ in range(connections)))
+        return sum(answered)
+
     async def _connection_opened(self, *_args: Any) -> None:
         self.connections_opened += 1
+        if self.on_connection_opened is not None:
+            self.on_connection_opened()
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": COMPONENT}

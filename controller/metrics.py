@@ -103,6 +103,13 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.api_connections = Counter(
+            f"{PREFIX}_api_connections_opened_total",
+            "TCP (and TLS) connections opened to the API server for GitRepo and Event writes and Secret "
+            "reads. Each is a handshake on some delivery's path; a steady rise means the pool is too small "
+            "or connections are being dropped.",
+            registry=r,
+        )
         self.request_seconds = Histogram(
             f"{PREFIX}_request_seconds",
             "Time to answer a delivery.",

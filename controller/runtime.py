@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from controller import polling, relay
+from controller.api_pool import keep_warm
 from controller.app import WebhookRunner, make_app, make_probe_app
 from controller.body import BodyBudget
 from controller.config import Config, default_config, load_file
@@ -128,6 +129,7 @@ def build(settings: Settings, config: Config, digest: str, kube: Kube) -> Compon
     metrics = Metrics()
     metrics.config_last_success.set(time.time())
     metrics.config_valid.set(1)
+    kube.http.on_connection_opened = metrics.api_connections.inc
     index = GitRepoIndex(keyer_for(config.watch))
 
     updater = GitRepoUpdater(
@@ -297,6 +299,8 @@ async def serve(settings: Settings) -> int:
     background = receiver.background
     if parts is not None:
         background.start("polling fallback", polling_fallback(receiver, parts.updater, stop))
+        if settings.api_warm_connections:
+            background.start("API connection pool", keep_warm(parts.kube.http, settings.api_warm_connections))
     if link is not None:
         background.start("relay link", link.run(edge.publisher.ensure_stream if edge else None))
         background.start("relay queue metrics", relay.report_queue(link, receiver.metrics.relay_queue))

@@ -91,6 +91,15 @@ class Settings(BaseSettings):
             "GitRepo. 0: one Event per write."
         ),
     )
+    api_warm_connections: int = Field(
+        default=8,
+        ge=0,
+        le=32,
+        description=(
+            "Connections to the API server kept open for GitRepo writes while nothing is written (one GET "
+            "/version on each every 30 s), so a push after a quiet spell pays no TCP and TLS handshake. 0: none."
+        ),
+    )
     shared_order: bool = Field(
         default=False,
         description=(

@@ -96,9 +96,12 @@ def launch_serve(
     extra_args: tuple[str, ...] = (),
 ) -> Served:
     """Start `fleet-webhook serve` with `config` without waiting for it (see `wait_ready`)."""
-    config_file = folder / "config.yaml"
-    config_file.write_text(config)
+    # In a folder of its own: the reloader watches the config's folder, and the log written next to
+    # it would otherwise look like a config change every time a line is written.
     port = free_port()
+    config_file = folder / f"config-{port}" / "config.yaml"
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text(config)
     log = folder / f"serve-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

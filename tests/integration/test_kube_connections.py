@@ -10,12 +10,19 @@ of the first wave are the only ones ever opened.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import re
+import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
 from controller.kube import CONNECTION_POOL_SIZE, Kube, load_api_client
-from tests.integration.receiver_env import gitrepo_body
+from tests.integration.receiver_env import ReceiverEnv, gitrepo_body
+from tests.support import delivery, secret_data, sha
+from tools.served import start_serve
 
 
 async def test_concurrent_calls_never_discard_a_connection(
@@ -36,3 +43,80 @@ async def test_concurrent_calls_never_discard_a_connection(
     finally:
         kube.close()
     assert 0 < opened <= CONNECTION_POOL_SIZE, opened
+
+
+async def test_a_warm_pool_serves_writes_without_a_new_connection(
+    kube_api: client.ApiClient, control_plane: Any, namespace: str
+) -> None:
+    """`warm(n)` leaves n open connections, a second warm-up reuses them, and n concurrent calls
+    after it open none: the handshakes happened before any delivery needed a connection."""
+    custom = client.CustomObjectsApi(kube_api)
+    custom.create_namespaced_custom_object(
+        "fleet.cattle.io", "v1alpha1", namespace, "gitrepos", gitrepo_body("warm", "https://github.com/o/warm")
+    )
+    kube = Kube(load_api_client(control_plane.kubeconfig))
+    seen: list[int] = []
+    kube.http.on_connection_opened = lambda: seen.append(1)
+    try:
+        assert await kube.http.warm(6) == 6
+        assert kube.http.connections_opened == 6
+        assert await kube.http.warm(6) == 6
+        assert kube.http.connections_opened == 6  # the same six, their idle clocks reset
+        objs = await asyncio.gather(*(kube.get_gitrepo(namespace, "warm") for _ in range(6)))
+        assert {o["metadata"]["name"] for o in objs} == {"warm"}
+        assert kube.http.connections_opened == 6
+    finally:
+        kube.close()
+    assert len(seen) == 6  # the hook `serve` counts in fleet_webhook_api_connections_opened_total
+
+
+def _connections_opened(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    match = re.search(r"^fleet_webhook_api_connections_opened_total (\S+)$", text, re.M)
+    assert match, "fleet_webhook_api_connections_opened_total is not exported"
+    return int(float(match.group(1)))
+
+
+def test_serve_warms_its_api_pool_so_concurrent_pushes_open_no_connection(
+    kube_api: client.ApiClient, control_plane: Any, namespace: str, tmp_path: Path
+) -> None:
+    """`serve` opens --api-warm-connections (8) connections before any push; four concurrent first
+    pushes (a Secret read, status and polling writes, Events each) then open none: no delivery
+    waited for a TLS handshake."""
+    env = ReceiverEnv(kube_api, control_plane.kubeconfig, namespace)
+    env.create_secret("gitjob-webhook", secret_data("github", WARM_SECRET))
+    urls = [f"https://github.com/example-org/warm-{i}" for i in range(4)]
+    for i, url in enumerate(urls):
+        env.create_gitrepo(f"warm-{i}", url)
+    served = start_serve(
+        control_plane.kubeconfig,
+        namespace,
+        tmp_path,
+        f"watch:\n  namespaces: [{namespace}]\n",
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while (opened := _connections_opened(served.port)) < 8:  # the default warm-up, beside startup
+            assert time.monotonic() < deadline, f"only {opened} connections warmed"
+            time.sleep(0.05)
+        # The first push to each GitRepo reads the Secret (one call, on a warm connection) and writes it.
+        with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
+            statuses = list(pool.map(lambda u: _push(served.port, u, sha(f"warm-{u}")), urls))
+        assert statuses == [200] * len(urls)
+        for i, url in enumerate(urls):
+            assert env.gitrepo(f"warm-{i}")["status"]["webhookCommit"] == sha(f"warm-{url}")
+        assert _connections_opened(served.port) == opened
+    finally:
+        served.stop()
+
+
+WARM_SECRET = "warm-pool-secret-51c0"
+
+
+def _push(port: int, url: str, commit: str) -> int:
+    d = delivery("github", https_url=url, commit=commit, secret=WARM_SECRET)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=d.body, headers=d.headers, method="POST")
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        status: int = resp.status
+    return status
