@@ -48,6 +48,12 @@ from controller.runtime import HEADER_TIMEOUT_SECONDS
 
 KINDS = ("fleet-webhook", "fleet-receiver")
 POLLING = "1h"
+# fleet-webhook counters read before and after each block: metric name -> key in the results.
+COUNTERS = {
+    "fleet_webhook_api_connections_opened_total": "api_connections_opened",
+    "fleet_webhook_gitrepo_write_conflicts_total": "write_conflicts",
+    "fleet_webhook_gitrepos_updated_total": "gitrepos_updated",
+}
 SETTLE_CPU_SHARE = 0.15  # Fleet's controller counts as settled below this share of one core
 SETTLE_WITHIN_S = 180.0
 
@@ -170,19 +176,20 @@ class Pusher:
             answered[commit] = time.monotonic()
             statuses[key] = statuses.get(key, 0) + 1
 
-        connections0 = await self.api_connections(session)
+        counters0 = await self.counters(session)
         cpu0 = cpu_seconds(self.pid)
         start = await open_loop(rate, count, lambda: one(*self._next()))
         await self.watch.wait_for(list(sent), within=15)
         cpu_s = cpu_seconds(self.pid) - cpu0
         elapsed = time.monotonic() - start
-        connections1 = await self.api_connections(session)
+        counters1 = await self.counters(session)
         return {
             "kind": self.kind,
             "sent": count,
-            "api_connections_opened": None
-            if connections0 is None or connections1 is None
-            else connections1 - connections0,
+            # What our process did meanwhile (API handshakes, write conflicts re-read and retried).
+            "counters": None
+            if counters0 is None or counters1 is None
+            else {COUNTERS[k]: counters1[k] - counters0[k] for k in COUNTERS},
             "statuses": statuses,
             "cpu_s": cpu_s,
             "elapsed_s": elapsed,
@@ -190,16 +197,18 @@ class Pusher:
             "answer_ms": [1000 * (answered[c] - t) for c, t in sent.items() if c in answered],
         }
 
-    async def api_connections(self, session: aiohttp.ClientSession) -> int | None:
-        """fleet-webhook's `fleet_webhook_api_connections_opened_total` now (None for Fleet's receiver)."""
+    async def counters(self, session: aiohttp.ClientSession) -> dict[str, float] | None:
+        """fleet-webhook's COUNTERS now, each summed over its labels (None for Fleet's receiver)."""
         if self.metrics_url is None:
             return None
         async with session.get(self.metrics_url) as resp:
             text = await resp.text()
+        totals = dict.fromkeys(COUNTERS, 0.0)
         for line in text.splitlines():
-            if line.startswith("fleet_webhook_api_connections_opened_total "):
-                return int(float(line.split()[1]))
-        return None
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in totals:
+                totals[name] += float(line.rsplit(" ", 1)[1])
+        return totals
 
     async def reaches(self, session: aiohttp.ClientSession, repo: str, within: float) -> float:
         """Push to `repo` until its commit is readable (the receiver has indexed it); seconds taken."""
@@ -270,7 +279,7 @@ async def _size(
             "visible_ms": latency(visible),
             "answer_ms": latency([v for b in mine for v in b["answer_ms"]]),
             "visible_ms_per_block": [latency(b["visible_ms"]) for b in mine],
-            "api_connections_opened_per_block": [b["api_connections_opened"] for b in mine],
+            "counters_per_block": [b["counters"] for b in mine],
             "cpu_ms_per_delivery": round(1000 * cpu / sent, 3),
             "rss_mib": round(rss_bytes(p.pid) / 2**20, 1),
             "answers": dict(p.answers),
