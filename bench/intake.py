@@ -33,10 +33,10 @@ from typing import Any
 from bench import data
 from bench.procs import ServerProcess, start_server
 from bench.stats import rss_bytes as rss_of
-from bench.throughput import run_loadgen
+from bench.throughput import FORGED_SIGNATURE, run_loadgen
 
 MIB = 1 << 20
-FORGED = "sha256=" + "ab" * 32
+FORGED = FORGED_SIGNATURE
 GOALS = {
     "forged_24mib_rss_growth_mib": 16.0,
     "signed_p99_ms": 250.0,

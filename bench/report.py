@@ -61,16 +61,39 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                 _ok(tp["ok"]),
             )
         )
+        cpu_ratio, cpu_target = tp["cpu_ratio"]["median"], tp.get("cpu_target")
         out.append(
             (
                 "2 server CPU per request",
                 _med(tp["ours_cpu_us_per_request"], " µs", 0),
                 f"bare {_med(tp['bare_cpu_us_per_request'], ' µs', 0)}",
                 _med(tp["cpu_ratio"], "", 3),
-                "",
-                "",
+                f">= {cpu_target}" if cpu_target else "",
+                _ok(cpu_ratio >= cpu_target) if cpu_target and cpu_ratio is not None else "",
             )
         )
+        forged = tp.get("forged")
+        if forged:
+            out.append(
+                (
+                    "2 forged push refused (401), req/s",
+                    _med(forged["ours_rps"], " req/s", 0),
+                    f"bare {_med(forged['bare_rps'], ' req/s', 0)}",
+                    _med(forged["ratio"], "", 3),
+                    f">= {forged['target']}",
+                    _ok(forged["ok"]),
+                )
+            )
+            out.append(
+                (
+                    "2 forged push, server CPU per request",
+                    _med(forged["ours_cpu_us_per_request"], " µs", 0),
+                    f"bare {_med(forged['bare_cpu_us_per_request'], ' µs', 0)}",
+                    _med(forged["cpu_ratio"], "", 3),
+                    "",
+                    "",
+                )
+            )
     ee = results.get("e2e")
     if ee:
         ours, floor = ee["receiver_visible_ms"], ee["floor_visible_ms"]
@@ -142,7 +165,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
             )
         out.append(
             (
-                "6 intake: forged requests rejected/s",
+                "6 intake: forged rejected/s, after the attacks",
                 f"{ours['forged_per_second']:,.0f}/s",
                 f"bare answers {bare['forged_per_second']:,.0f}/s",
                 f"{ik['forged_rejected_ratio']:.3f}",

@@ -24,13 +24,21 @@ from bench import data
 from bench.procs import ServerProcess, cpu_plan, pin, start_server
 from bench.stats import REPO_ROOT, cpu_seconds, python, ratios, subprocess_env, summary
 
+# Issue 23: verified deliveries at >= 0.35 of bare's CPU per request; forged refusals at >= 0.5 of bare.
+CPU_TARGET = 0.35
+FORGED_TARGET = 0.5
+# A well-formed signature no secret makes: the forged request of the `forged` runs.
+FORGED_SIGNATURE = "sha256=" + "ab" * 32
 
-def write_request_file(path: Path) -> int:
-    """The load generator's request: the benchmark push (body signed once; ids vary per request)."""
+
+def write_request_file(path: Path, forged: bool = False) -> int:
+    """The load generator's request: the benchmark push (body signed once; ids vary per request), or
+    with `forged` the same push under a signature no secret makes."""
     d = data.push_delivery()
+    headers = {**d.headers, "X-Hub-Signature-256": FORGED_SIGNATURE} if forged else d.headers
     spec = {
         "path": "/",
-        "headers": d.headers,
+        "headers": headers,
         "id_header": "X-GitHub-Delivery",
         "body_b64": base64.b64encode(d.body).decode(),
     }
@@ -85,7 +93,13 @@ def run_loadgen(
 
 
 def _drive(
-    server: ServerProcess, request_file: Path, connections: int, warmup: float, duration: float, cpus: set[int] | None
+    server: ServerProcess,
+    request_file: Path,
+    connections: int,
+    warmup: float,
+    duration: float,
+    cpus: set[int] | None,
+    expected: str = "200",
 ) -> dict[str, Any]:
     cpu0 = cpu_seconds(server.pid)
     result = run_loadgen(server.port, request_file, connections, warmup, duration, cpus)
@@ -93,7 +107,7 @@ def _drive(
     result["server_cpu_util"] = round(used / (warmup + duration), 3)
     # CPU per request barely depends on how much CPU neighbours leave us: the steadier capacity figure.
     result["server_cpu_us_per_request"] = round(1e6 * used / max(1, result["completed_incl_warmup"]), 1)
-    bad = {k: v for k, v in result["statuses"].items() if k != "200"}
+    bad = {k: v for k, v in result["statuses"].items() if k != expected}
     if bad or result["lost_connections"] or not result["completed"]:
         raise AssertionError(f"{server.kind}: unexpected answers {result}")
     return result
@@ -115,8 +129,9 @@ def run(
     machine; on a shared one, letting the scheduler place them copes better with neighbours)."""
     tmp = Path(tempfile.mkdtemp(prefix="fleet-webhook-bench-"))
     try:
-        request_file = tmp / "request.json"
+        request_file, forged_file = tmp / "request.json", tmp / "forged.json"
         body_bytes = write_request_file(request_file)
+        write_request_file(forged_file, forged=True)
         server_cpus, loadgen_cpus = cpu_plan() if pin_cpus else (None, None)
         servers = {
             "bare": start_server("bare", tmp),
@@ -127,10 +142,16 @@ def run(
                 pin(server.pid, server_cpus)
             answer = check_ours(servers["ours"])
             runs: dict[str, list[dict[str, Any]]] = {"bare": [], "ours": []}
+            forged_runs: dict[str, list[dict[str, Any]]] = {"bare": [], "ours": []}
             for rep in range(repeats):
                 order = ["bare", "ours"] if rep % 2 == 0 else ["ours", "bare"]
                 for kind in order:
                     runs[kind].append(_drive(servers[kind], request_file, connections, warmup, duration, loadgen_cpus))
+                for kind in order:  # the same push forged: ours refuses it (401), bare reads it and answers 200
+                    expected = "401" if kind == "ours" else "200"
+                    forged_runs[kind].append(
+                        _drive(servers[kind], forged_file, connections, warmup, duration, loadgen_cpus, expected)
+                    )
             idle_rss = {k: s.info["rss_bytes"] for k, s in servers.items()}
         finally:
             for server in servers.values():
@@ -154,6 +175,9 @@ def run(
     rps = {k: [r["rps"] for r in v] for k, v in runs.items()}
     ratio = summary(ratios(rps["ours"], rps["bare"]), 3)
     cpu = {k: [r["server_cpu_us_per_request"] for r in v] for k, v in runs.items()}
+    forged_rps = {k: [r["rps"] for r in v] for k, v in forged_runs.items()}
+    forged_cpu = {k: [r["server_cpu_us_per_request"] for r in v] for k, v in forged_runs.items()}
+    forged_ratio = summary(ratios(forged_rps["ours"], forged_rps["bare"]), 3)
     return {
         "description": "requests/s handling a signed GitHub push ('unchanged' path, no API write) vs a bare aiohttp handler",
         "gitrepos": gitrepos,
@@ -171,6 +195,19 @@ def run(
         "ours_cpu_us_per_request": summary(cpu["ours"], 1),
         "bare_cpu_us_per_request": summary(cpu["bare"], 1),
         "cpu_ratio": summary(ratios(cpu["bare"], cpu["ours"]), 3),
+        "cpu_target": CPU_TARGET,
+        "forged": {
+            "description": "the same push under a forged signature: ours answers 401, bare reads it and answers 200",
+            "ours_rps": summary(forged_rps["ours"], 1),
+            "bare_rps": summary(forged_rps["bare"], 1),
+            "ratio": forged_ratio,
+            "ours_cpu_us_per_request": summary(forged_cpu["ours"], 1),
+            "bare_cpu_us_per_request": summary(forged_cpu["bare"], 1),
+            "cpu_ratio": summary(ratios(forged_cpu["bare"], forged_cpu["ours"]), 3),
+            "target": FORGED_TARGET,
+            "ok": bool(forged_ratio["median"] is not None and forged_ratio["median"] >= FORGED_TARGET),
+            "runs": forged_runs,
+        },
         "ours_latency_ms": {
             q: summary([r["latency_ms"][q] for r in runs["ours"]], 3)["median"] for q in ("p50", "p99")
         },

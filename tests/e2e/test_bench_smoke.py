@@ -31,4 +31,9 @@ def test_receivers_bench_smoke() -> None:
             assert 0 < entry["visible_ms"]["p50"] <= entry["visible_ms"]["p99"]
             assert entry["cpu_ms_per_delivery"] > 0
             assert entry["rss_mib"] > 10
+        ours = row["fleet-webhook"]
+        assert sum(c["gitrepos_updated"] for c in ours["counters_per_block"]) == ours["sent"]  # read from /metrics
+        assert all(c["api_connections_opened"] >= 0 for c in ours["counters_per_block"])
+        assert row["fleet-receiver"]["counters_per_block"] == [None, None]
+        assert row["fleet_settle_after_warmup"]["waited_s"] > 0
     assert len(receivers.rows(result)) == 4

@@ -108,6 +108,11 @@ def test_throughput_smoke() -> None:
         assert run["server_cpu_us_per_request"] >= 0
     assert result["ratio"]["median"] > 0
     assert isinstance(result["ok"], bool)
+    forged = result["forged"]
+    assert set(forged["runs"]["ours"][0]["statuses"]) == {"401"}  # refused, every one
+    assert set(forged["runs"]["bare"][0]["statuses"]) == {"200"}
+    assert forged["ratio"]["median"] > 0
+    assert forged["cpu_ratio"]["median"] > 0
     answer = result["sample_answer"]
     assert answer["updated"] == []
     assert sorted(f"{e['namespace']}/{e['name']}" for e in answer["unchanged"]) == TRIGGERED
