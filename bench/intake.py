@@ -36,7 +36,6 @@ from bench.stats import rss_bytes as rss_of
 from bench.throughput import FORGED_SIGNATURE, run_loadgen
 
 MIB = 1 << 20
-FORGED = FORGED_SIGNATURE
 GOALS = {
     "forged_24mib_rss_growth_mib": 16.0,
     "signed_p99_ms": 250.0,
@@ -53,7 +52,7 @@ def _head(headers: dict[str, str], length: int) -> bytes:
 
 def _forged_headers() -> dict[str, str]:
     headers = dict(data.push_delivery().headers)
-    headers["X-Hub-Signature-256"] = FORGED
+    headers["X-Hub-Signature-256"] = FORGED_SIGNATURE
     return headers
 
 
@@ -289,7 +288,7 @@ def run(gitrepos: int, quick: bool = False, smoke: bool = False) -> dict[str, An
     tmp = Path(tempfile.mkdtemp(prefix="fleet-webhook-intake-"))
     forged_file = tmp / "forged.json"
     d = data.push_delivery()
-    headers = {**d.headers, "X-Hub-Signature-256": FORGED}
+    headers = {**d.headers, "X-Hub-Signature-256": FORGED_SIGNATURE}
     forged_file.write_text(
         json.dumps(
             {

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import data
 from bench.e2e import GROUP, PLURAL, VERSION, CommitWatch, latency, open_loop
@@ -130,7 +131,7 @@ class Pusher:
         self, kind: str, url: str, pid: int, watch: CommitWatch, targets: int, metrics_url: str | None = None
     ) -> None:
         self.kind, self.url, self.pid, self.watch = kind, url, pid, watch
-        self.metrics_url = metrics_url  # fleet-webhook's /metrics: API connections opened per block
+        self.metrics_url = metrics_url  # fleet-webhook's /metrics: its COUNTERS, read per block
         self.urls = [target_url(kind, i) for i in range(targets)]
         self.last = dict.fromkeys(self.urls, data.ZERO_SHA)
         self.seq = 0
@@ -204,10 +205,10 @@ class Pusher:
         async with session.get(self.metrics_url) as resp:
             text = await resp.text()
         totals = dict.fromkeys(COUNTERS, 0.0)
-        for line in text.splitlines():
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name in totals:
-                totals[name] += float(line.rsplit(" ", 1)[1])
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in totals:
+                    totals[sample.name] += sample.value
         return totals
 
     async def reaches(self, session: aiohttp.ClientSession, repo: str, within: float) -> float:

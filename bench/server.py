@@ -92,7 +92,7 @@ async def _serve(args: argparse.Namespace) -> None:
         settings = Settings(namespace=args.namespace, kubeconfig=Path(args.kubeconfig))
         components = build(settings, config, "", Kube(load_api_client(settings.kubeconfig)))
         components.sync.start(config.watch)
-        if settings.api_warm_connections and hasattr(components.kube.http, "warm"):  # as serve does
+        if settings.api_warm_connections:  # as serve does
             from controller.api_pool import keep_warm
 
             warming = asyncio.create_task(keep_warm(components.kube.http, settings.api_warm_connections))

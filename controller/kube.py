@@ -183,7 +183,8 @@ class ApiHttp:
             self._streams_loop = loop
         return self._streams
 
-    def _stream_options(self) -> dict[str, Any]:
+    def _call_options(self) -> dict[str, Any]:
+        """Headers (the credentials), proxy and TLS server name of a call that sets no body."""
         configuration = self.configuration
         return {
             "headers": self._headers(),
@@ -196,7 +197,7 @@ class ApiHttp:
         aiohttp's (or the OS's) errors when the API cannot be reached."""
         session = self._streams_now()
         async with session.get(
-            self.base + path, params=params, timeout=aiohttp.ClientTimeout(total=seconds), **self._stream_options()
+            self.base + path, params=params, timeout=aiohttp.ClientTimeout(total=seconds), **self._call_options()
         ) as response:
             raw = await response.read()
             if not 200 <= response.status <= 299:
@@ -213,7 +214,7 @@ class ApiHttp:
         """
         session = self._streams_now()
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout.total, sock_read=read_timeout)
-        response = await session.get(self.base + path, params=params, timeout=timeout, **self._stream_options())
+        response = await session.get(self.base + path, params=params, timeout=timeout, **self._call_options())
         try:
             if not 200 <= response.status <= 299:
                 raise ApiError(response.status, response.reason or "")
@@ -232,7 +233,7 @@ class ApiHttp:
         answered (any status); never raises for API trouble.
         """
         session = self._session_now()
-        options = self._stream_options()
+        options = self._call_options()
 
         async def one() -> bool:
             try:

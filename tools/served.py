@@ -1,19 +1,23 @@
 """Real `fleet-webhook serve` processes on loopback, for tests that need the whole program (signals, RSS, replicas).
 
 `start_serve` writes the config, starts the console script against the test control plane and waits
-for `/readyz`; `start_replicas` starts several at once; `Served.stop` kills one if it is still running.
+for `/readyz`; `start_replicas` starts several at once; `Served.post` sends a delivery, `Served.metric`
+reads one sample, `Served.stop` kills one if it is still running.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 FLEET_WEBHOOK = Path(sys.executable).parent / "fleet-webhook"
 
@@ -24,6 +28,16 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+class Sendable(Protocol):
+    """What `Served.post` sends: a signed delivery (tests.support.Delivery)."""
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
 
 class Served:
@@ -70,6 +84,23 @@ class Served:
             except ValueError:
                 lines.append({"msg": raw})
         return lines
+
+    def post(self, delivery: Sendable, timeout: float = 30) -> tuple[int, dict[str, Any]]:
+        """POST one delivery to the webhook port on a fresh connection; (status, JSON answer)."""
+        url = f"http://127.0.0.1:{self.port}/"
+        request = urllib.request.Request(url, data=delivery.body, headers=dict(delivery.headers), method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def metric(self, name: str) -> float | None:
+        """One sample (`name` with its labels, as exposed) from the process's /metrics; None if absent."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.probe_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else None
 
     def stop(self) -> None:
         """Kill the process if it is still running."""

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import re
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +68,8 @@ async def test_a_warm_pool_serves_writes_without_a_new_connection(
     assert len(seen) == 6  # the hook `serve` counts in fleet_webhook_api_connections_opened_total
 
 
-def _connections_opened(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    match = re.search(r"^fleet_webhook_api_connections_opened_total (\S+)$", text, re.M)
-    assert match, "fleet_webhook_api_connections_opened_total is not exported"
-    return int(float(match.group(1)))
+CONNECTIONS_OPENED = "fleet_webhook_api_connections_opened_total"
+WARM_SECRET = "warm-pool-secret-51c0"
 
 
 def test_serve_warms_its_api_pool_so_concurrent_pushes_open_no_connection(
@@ -97,26 +91,16 @@ def test_serve_warms_its_api_pool_so_concurrent_pushes_open_no_connection(
     )
     try:
         deadline = time.monotonic() + 10
-        while (opened := _connections_opened(served.port)) < 8:  # the default warm-up, beside startup
+        while (opened := served.metric(CONNECTIONS_OPENED) or 0) < 8:  # the default warm-up, beside startup
             assert time.monotonic() < deadline, f"only {opened} connections warmed"
             time.sleep(0.05)
         # The first push to each GitRepo reads the Secret (one call, on a warm connection) and writes it.
         with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
-            statuses = list(pool.map(lambda u: _push(served.port, u, sha(f"warm-{u}")), urls))
+            pushes = [delivery("github", https_url=u, commit=sha(f"warm-{u}"), secret=WARM_SECRET) for u in urls]
+            statuses = [status for status, _ in pool.map(served.post, pushes)]
         assert statuses == [200] * len(urls)
         for i, url in enumerate(urls):
             assert env.gitrepo(f"warm-{i}")["status"]["webhookCommit"] == sha(f"warm-{url}")
-        assert _connections_opened(served.port) == opened
+        assert served.metric(CONNECTIONS_OPENED) == opened
     finally:
         served.stop()
-
-
-WARM_SECRET = "warm-pool-secret-51c0"
-
-
-def _push(port: int, url: str, commit: str) -> int:
-    d = delivery("github", https_url=url, commit=commit, secret=WARM_SECRET)
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=d.body, headers=d.headers, method="POST")
-    with urllib.request.urlopen(req, timeout=15) as resp:
-        status: int = resp.status
-    return status

@@ -15,8 +15,6 @@ import logging
 import re
 import signal
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -415,23 +413,6 @@ def test_relay_settings_reach_serve_as_flags() -> None:
 # --- the real program: `fleet-webhook serve --relay-publish` and `--relay-consume` as processes ----------
 
 
-def metric(served: Served, name: str) -> float | None:
-    """One sample (`name` with its labels, as exposed) from the process's /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{served.probe_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else None
-
-
-def post(served: Served, d: Delivery) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(f"http://127.0.0.1:{served.port}/", data=d.body, headers=d.headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 async def test_the_serve_processes_relay_across_consumer_and_edge_kills(
     kube_api: client.ApiClient, control_plane: Any, namespace: str, nats_server: NatsServer, tmp_path: Path
 ) -> None:
@@ -465,28 +446,28 @@ async def test_the_serve_processes_relay_across_consumer_and_edge_kills(
     served_edge, served_consumer = await asyncio.to_thread(edge), await asyncio.to_thread(consumer)
     try:
         first = sha("proc-1")
-        assert (await asyncio.to_thread(post, served_edge, push(first)))[0] == 202
+        assert (await asyncio.to_thread(served_edge.post, push(first)))[0] == 202
         await wait_for(lambda: env.webhook_commit("apps") == first, what="the first commit")
         # Killed only once it acked: a kill between the write and the ack (which happened here) leaves the
         # message for redelivery, harmless but a third one in the backlog counted below.
         accepted = 'fleet_webhook_relay_consumed_total{outcome="accepted"}'
-        await wait_for(lambda: metric(served_consumer, accepted) == 1, what="the first ack")
+        await wait_for(lambda: served_consumer.metric(accepted) == 1, what="the first ack")
 
         served_consumer.proc.kill()  # the cluster goes away without a goodbye
         served_consumer.proc.wait(5)
         second, third = sha("proc-2"), sha("proc-3")
-        assert (await asyncio.to_thread(post, served_edge, push(second, first)))[0] == 202
-        assert (await asyncio.to_thread(post, served_edge, push(third, second)))[0] == 202
+        assert (await asyncio.to_thread(served_edge.post, push(second, first)))[0] == 202
+        assert (await asyncio.to_thread(served_edge.post, push(third, second)))[0] == 202
         served_edge.proc.kill()  # and the edge crashes after answering
         served_edge.proc.wait(5)
         served_edge = await asyncio.to_thread(edge)
-        await wait_for(lambda: metric(served_edge, "fleet_webhook_relay_queue_depth") == 2, what="the backlog gauge")
-        assert (metric(served_edge, "fleet_webhook_relay_oldest_age_seconds") or 0) > 0
+        await wait_for(lambda: served_edge.metric("fleet_webhook_relay_queue_depth") == 2, what="the backlog gauge")
+        assert (served_edge.metric("fleet_webhook_relay_oldest_age_seconds") or 0) > 0
         assert env.webhook_commit("apps") == first
 
         served_consumer = await asyncio.to_thread(consumer)
         await wait_for(lambda: env.webhook_commit("apps") == third, what="the backlog recorded")
-        await wait_for(lambda: metric(served_consumer, "fleet_webhook_relay_queue_depth") == 0, what="an empty queue")
+        await wait_for(lambda: served_consumer.metric("fleet_webhook_relay_queue_depth") == 0, what="an empty queue")
 
         served_consumer.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(served_consumer.proc.wait, 20) == 0

@@ -17,10 +17,7 @@ replicas moves webhookCommit back.
 from __future__ import annotations
 
 import itertools
-import json
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,16 +114,6 @@ def build(scenario: str, mode: str, step: Step) -> Delivery:
     )
 
 
-def post(served: Served, d: Delivery) -> tuple[int, dict[str, Any]]:
-    """POST one delivery on a fresh connection; (status, JSON answer)."""
-    request = urllib.request.Request(f"http://127.0.0.1:{served.port}/", data=d.body, headers=d.headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 @pytest.fixture
 def env(kube_api: client.ApiClient, control_plane: Any, namespace: str) -> ReceiverEnv:
     e = ReceiverEnv(kube_api, control_plane.kubeconfig, namespace)
@@ -175,7 +162,7 @@ def test_three_replicas_record_what_one_process_records(
             seen: list[str | None] = []
             for step in steps:
                 target = group[step.replica % len(group)]
-                status, answer = post(target, build(scenario, mode, step))
+                status, answer = target.post(build(scenario, mode, step))
                 assert status == 200, (scenario, mode, step, answer)
                 seen.append(label_of(env, scenario, mode))
             outcomes[mode] = seen
@@ -210,7 +197,7 @@ def test_concurrent_copies_of_one_delivery_write_once_and_never_answer_5xx(
         answers: list[tuple[int, dict[str, Any]]] = []
 
         def send(target: Served, d: Delivery = d, answers: list[tuple[int, dict[str, Any]]] = answers) -> None:
-            answers.append(post(target, d))
+            answers.append(target.post(d))
 
         threads = [threading.Thread(target=send, args=(s,)) for s in group]
         for t in threads:

@@ -7,25 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 import pytest
 from kubernetes import client
 
 from controller.api_pool import keep_warm
 from controller.kube import ApiHttp
-
-
-def _closed_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+from tools.served import free_port
 
 
 async def test_keep_warm_survives_an_unreachable_api_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     configuration = client.Configuration()
-    configuration.host = f"http://127.0.0.1:{_closed_loopback_port()}"
+    configuration.host = f"http://127.0.0.1:{free_port()}"
     http = ApiHttp(configuration, timeout=1.0)
     attempts: list[int] = []
     original = http.warm
@@ -53,7 +46,7 @@ async def test_keep_warm_survives_an_unreachable_api_and_warns_once(caplog: pyte
 async def test_keep_warm_keeps_going_when_warming_raises(caplog: pytest.LogCaptureFixture) -> None:
     """Something other than a connection error (an unreadable token file, say) is not fatal either."""
     configuration = client.Configuration()
-    configuration.host = f"http://127.0.0.1:{_closed_loopback_port()}"
+    configuration.host = f"http://127.0.0.1:{free_port()}"
     http = ApiHttp(configuration, timeout=1.0)
     calls = 0
 
